@@ -1,0 +1,36 @@
+"""XCube Scene Generator: generate 3D scenes from text on a local XCube server, inside Blender.
+
+3D Viewport > Sidebar (N) > XCube. The add-on speaks only the ``xcube.v1`` gRPC API through the
+vendored ``xcube_client``; the network runs on worker threads and every change to Blender data goes
+through one main-thread queue (see ``jobs``).
+"""
+
+import bpy
+
+from . import handlers, jobs, operators, panel, preferences, properties
+
+classes = (
+    preferences.XCUBE_AP_preferences,
+    properties.XCUBE_PG_settings,
+    operators.XCUBE_OT_generate,
+    operators.XCUBE_OT_refine_selection,
+    operators.XCUBE_OT_cancel,
+    operators.XCUBE_OT_randomize_seed,
+    operators.XCUBE_OT_test_connection,
+    panel.XCUBE_PT_main,
+)
+
+
+def register():
+    for cls in classes:
+        bpy.utils.register_class(cls)
+    bpy.types.Scene.xcube = bpy.props.PointerProperty(type=properties.XCUBE_PG_settings)
+
+
+def unregister():
+    jobs.cancel_all()
+    jobs.stop_timer()
+    handlers.set_status_bar(None)
+    del bpy.types.Scene.xcube
+    for cls in reversed(classes):
+        bpy.utils.unregister_class(cls)

@@ -1,0 +1,185 @@
+"""The worker side: talks to the server through ``xcube_client`` and yields ``jobs.Event`` objects.
+
+Runs on worker threads only, so nothing here touches ``bpy``. The client is the vendored copy
+(``_vendor/xcube_client`` inside the built extension) or, when the add-on runs from a source
+checkout, the repository's own ``xcube_client``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Iterator
+
+from .jobs import Event, Job, JobConfig
+
+log = logging.getLogger(__name__)
+
+_VENDOR_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_vendor")
+
+
+def client_module():
+    """Imports ``xcube_client`` (vendored copy first), or raises ImportError with what to do."""
+    if os.path.isdir(_VENDOR_DIR) and _VENDOR_DIR not in sys.path:
+        sys.path.insert(0, _VENDOR_DIR)
+    try:
+        import xcube_client.client as client_mod
+        import xcube_client.errors  # noqa: F401
+        import xcube_client.types  # noqa: F401
+    except ImportError as exc:
+        raise ImportError(
+            f"the XCube client could not be loaded ({exc}); reinstall the extension built by "
+            "`xcube addon build`, which bundles xcube_client, grpcio and protobuf"
+        ) from exc
+    return client_mod
+
+
+def make_client(config: JobConfig):
+    client_mod = client_module()
+    return client_mod.XCubeClient(config.address, token=config.token or None, timeout=config.connect_timeout)
+
+
+def run_info(config: JobConfig, job: Job) -> Iterator[Event]:
+    """Test connection: health and server info, as one "info" event with a readable summary."""
+    client = make_client(config)
+    try:
+        health = client.health()
+        info = client.info()
+    finally:
+        client.close()
+    lines = [
+        f"Connected to {config.address}: {health}",
+        f"Server {info.server_version} ({info.api_version}) on {info.device}",
+        f"Model {info.model_id or '(loading)'}: {info.num_levels} levels, coarse grid "
+        f"{' x '.join(str(s) for s in info.coarse_shape)} at {info.voxel_sizes[0] if info.voxel_sizes else 0:g} m",
+        f"Queue: {info.queue_length} waiting{', busy' if info.busy else ''}",
+    ]
+    yield Event(job.id, "info", {"ok": health == "SERVING", "text": "\n".join(lines),
+                                 "health": health, "model_id": info.model_id})
+
+
+def run_generate(config: JobConfig, job: Job) -> Iterator[Event]:
+    """Generation: status, queue position, progress, then one "level" event per written .vdb file."""
+    client = make_client(config)
+    job.on_cancel(client.cancel)
+    state = job.state  # describe_error reads state["levels"] (mid-stream failures)
+    try:
+        yield Event(job.id, "status", {"status": "CONNECTING", "message": f"Connecting to {config.address}"})
+        condition = None
+        if config.condition_triangles is not None:
+            condition = _condition_from_triangles(client, config)
+            yield Event(job.id, "status", {"status": "CONNECTING",
+                                           "message": f"Layout: {condition.num_voxels} coarse voxels"})
+        outputs = ("vdb",)
+        levels = _generate(client, config, job, condition, outputs)
+        for level in levels:
+            path = _write_level(config, job, level)
+            state["levels"] += 1
+            yield Event(job.id, "level", {
+                "index": level.index, "num_levels": level.num_levels, "vdb_path": path,
+                "voxel_size": level.voxel_size, "num_voxels": level.num_voxels,
+                "class_names": tuple(level.class_names), "seconds": level.seconds,
+            })
+        yield Event(job.id, "finished", {"levels": state["levels"]})
+    finally:
+        client.close()
+
+
+def _generate(client, config: JobConfig, job: Job, condition, outputs):
+    def on_progress(level: int, step: int, total: int) -> None:
+        job.post("progress", level=level, step=step, total=total)
+
+    def on_queued(position: int, length: int) -> None:
+        job.post("queued", position=position, queue_length=length)
+
+    cond = condition.grid if condition is not None else None
+    return client.generate(
+        config.prompt, seed=config.seed, steps=config.steps, guidance=config.guidance,
+        num_levels=config.levels, outputs=outputs, condition=cond, progress=on_progress,
+        queued=on_queued, timeout=config.request_timeout or None, client_tag="blender",
+    )
+
+
+def _write_level(config: JobConfig, job: Job, level) -> str:
+    data = level.vdb
+    if data is None:
+        raise RuntimeError(f"level {level.index} arrived without a VDB file; update the server")
+    path = os.path.join(config.out_dir, f"{job.id}_level{level.index}.vdb")
+    tmp = path + ".part"
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+    os.replace(tmp, path)
+    return path
+
+
+class _Condition:
+    def __init__(self, grid, num_voxels: int) -> None:
+        self.grid = grid
+        self.num_voxels = num_voxels
+
+
+def _condition_from_triangles(client, config: JobConfig) -> _Condition:
+    from . import voxelize
+
+    info = client.info()
+    if not info.voxel_sizes or len(info.coarse_shape) != 3:
+        raise RuntimeError("the server did not report its coarse grid; is its model loaded?")
+    voxel = float(info.voxel_sizes[0])
+    ijk = voxelize.voxelize_triangles(config.condition_triangles, voxel, tuple(info.coarse_shape),
+                                      fill=config.condition_fill)
+    if len(ijk) == 0:
+        x, y, z = (s * voxel for s in info.coarse_shape)
+        raise ValueError(
+            f"the selected meshes lie outside the scene box [0, {x:g}] x [0, {y:g}] x [0, {z:g}] m; "
+            "move them inside it (ground at Z = 0) and try again"
+        )
+    limit = int(info.limits.get("max_condition_voxels", 0) or 0)
+    if limit and len(ijk) > limit:
+        raise ValueError(f"the layout has {len(ijk)} coarse voxels, the server accepts at most {limit}; "
+                         "select fewer or smaller meshes")
+    types = sys.modules["xcube_client.types"]
+    return _Condition(types.ConditionGrid(ijk=ijk, voxel_size=voxel), len(ijk))
+
+
+_HINTS = {
+    "UNAVAILABLE": "Start the server (`python -m server --cpu` or `--gpu 0`) and check the address in "
+                   "the add-on preferences, then press Generate again",
+    "INVALID_ARGUMENT": "Fix the setting named above and press Generate again",
+    "RESOURCE_EXHAUSTED": "The server's queue is full or it ran out of memory: wait a moment and retry, "
+                          "or generate fewer levels",
+    "UNAUTHENTICATED": "Enter the server's --token in the add-on preferences",
+    "DEADLINE_EXCEEDED": "Raise the Generate Timeout in the add-on preferences (0 = no limit)",
+    "CANCELLED": "The levels that arrived are kept; press Generate to start again",
+    "DATA_LOSS": "A download was corrupt; press Generate again",
+    "ADDRESS": "Open Edit > Preferences > Add-ons > XCube and fix the server address",
+    "LAYOUT": "Adjust the selected meshes and press Refine Selection again",
+    "CLIENT": "Reinstall the extension built by `xcube addon build`",
+}
+
+
+def describe_error(exc: BaseException, config: JobConfig, levels_received: int = 0) -> tuple[str, str]:
+    """Turns any worker failure into ``(code, message)``: what happened and what to do about it."""
+    errors = sys.modules.get("xcube_client.errors")
+    if errors is not None and isinstance(exc, errors.XCubeClientError):
+        code = exc.code
+        what = str(exc)
+        if code == "UNAVAILABLE" and levels_received:
+            what = (f"The server at {config.address} stopped answering after {levels_received} level(s) "
+                    f"arrived ({exc.details or 'connection lost'})")
+            return code, f"{what}. Restart the server; the levels that arrived are kept."
+        if code == "INVALID_ARGUMENT" and exc.field:
+            what = f"The server rejected '{exc.field}': {exc.details or exc}"
+        elif code == "CANCELLED":
+            what = "Cancelled"
+        return code, f"{what}. {_HINTS.get(code, 'See the server log for details')}."
+    if isinstance(exc, ImportError):
+        return "CLIENT", f"{exc}."
+    if isinstance(exc, ValueError):
+        text = str(exc)
+        if "address" in text or "host:port" in text:
+            return "ADDRESS", f"Invalid server address: {text}. {_HINTS['ADDRESS']}."
+        return "LAYOUT", f"{text[:1].upper()}{text[1:]}."
+    if isinstance(exc, OSError):
+        return "IO", f"Could not write the level to disk: {exc}. Check the Output Folder in the preferences."
+    return "INTERNAL", f"Unexpected error: {exc!r}. See the system console for details."

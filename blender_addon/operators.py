@@ -1,0 +1,160 @@
+"""Operators: Generate Scene, Refine Selection, Cancel, randomise the seed, test the connection.
+
+Operators run on the main thread and return at once: they copy settings into a frozen
+``JobConfig``, start a worker, and let the queue drain bring the results in.
+"""
+
+from __future__ import annotations
+
+import random
+
+import bpy
+
+from . import importers, jobs, net, preferences
+
+
+def _connection_config(context, kind: str, **extra) -> jobs.JobConfig:
+    """Reads the preferences; raises ValueError (with a hint) for a bad address."""
+    prefs = preferences.get_preferences(context)
+    address = prefs.address if prefs else preferences.DEFAULT_ADDRESS
+    address = preferences.parse_address(address)
+    return jobs.JobConfig(
+        kind=kind, address=address,
+        token=prefs.token if prefs else "",
+        connect_timeout=prefs.connect_timeout if prefs else 5.0,
+        request_timeout=prefs.request_timeout if prefs else 0.0,
+        **extra,
+    )
+
+
+def _start_generation(op, context, condition_triangles=None) -> set[str]:
+    settings = context.scene.xcube
+    if settings.busy:
+        op.report({"WARNING"}, "A generation is already running; press Cancel first")
+        return {"CANCELLED"}
+    prompt = settings.prompt.strip()
+    if not prompt:
+        _fail(settings, "The prompt is empty: describe the scene you want, then press Generate")
+        op.report({"ERROR"}, settings.message)
+        return {"CANCELLED"}
+    prefs = preferences.get_preferences(context)
+    try:
+        out_dir = importers.output_directory(prefs.output_dir if prefs else "")
+        config = _connection_config(
+            context, "generate", scene_name=context.scene.name, prompt=prompt, seed=settings.seed,
+            levels=settings.levels, steps=settings.steps, guidance=settings.guidance,
+            out_dir=out_dir,
+            condition_triangles=condition_triangles, condition_fill=settings.layout_fill,
+        )
+    except (ValueError, OSError) as exc:
+        _fail(settings, f"{exc}. Open Edit > Preferences > Add-ons > XCube to fix it")
+        op.report({"ERROR"}, settings.message)
+        return {"CANCELLED"}
+    job = jobs.Job(config, net.run_generate)
+    settings.job_id = job.id
+    settings.collection_name = ""
+    settings.status = "CONNECTING"
+    settings.message = f"Connecting to {config.address}"
+    settings.level = settings.step = settings.total_steps = settings.levels_done = 0
+    settings.num_levels = settings.levels
+    settings.progress = 0.0
+    jobs.start(job)
+    return {"FINISHED"}
+
+
+def _fail(settings, message: str) -> None:
+    settings.status = "ERROR"
+    settings.message = message
+
+
+class XCUBE_OT_generate(bpy.types.Operator):
+    """Generate a 3D scene from the prompt on the XCube server; levels appear as they arrive"""
+
+    bl_idname = "xcube.generate"
+    bl_label = "Generate Scene"
+    bl_options = {"REGISTER"}
+
+    @classmethod
+    def poll(cls, context):
+        return context.scene is not None and not context.scene.xcube.busy
+
+    def execute(self, context):
+        return _start_generation(self, context)
+
+
+class XCUBE_OT_refine_selection(bpy.types.Operator):
+    """Voxelise the selected meshes at the coarsest level and generate a detailed scene that follows them"""
+
+    bl_idname = "xcube.refine_selection"
+    bl_label = "Refine Selection"
+    bl_options = {"REGISTER"}
+
+    @classmethod
+    def poll(cls, context):
+        return context.scene is not None and not context.scene.xcube.busy
+
+    def execute(self, context):
+        from . import voxelize
+
+        meshes = [o for o in context.selected_objects if o.type == "MESH"]
+        if not meshes:
+            _fail(context.scene.xcube, "Select one or more mesh objects (the blocked-out layout) first")
+            self.report({"ERROR"}, context.scene.xcube.message)
+            return {"CANCELLED"}
+        triangles = voxelize.mesh_triangles(meshes, context.evaluated_depsgraph_get())
+        if len(triangles) == 0:
+            _fail(context.scene.xcube, "The selected meshes have no faces; add faces or select other meshes")
+            self.report({"ERROR"}, context.scene.xcube.message)
+            return {"CANCELLED"}
+        return _start_generation(self, context, condition_triangles=triangles)
+
+
+class XCUBE_OT_cancel(bpy.types.Operator):
+    """Stop the running generation here and on the server; the levels that arrived are kept"""
+
+    bl_idname = "xcube.cancel"
+    bl_label = "Cancel"
+
+    @classmethod
+    def poll(cls, context):
+        return context.scene is not None and context.scene.xcube.busy
+
+    def execute(self, context):
+        settings = context.scene.xcube
+        if not jobs.cancel(settings.job_id):
+            settings.status = "CANCELLED"  # the worker is already gone (e.g. after reopening a file)
+        settings.message = "Cancelling..."
+        return {"FINISHED"}
+
+
+class XCUBE_OT_randomize_seed(bpy.types.Operator):
+    """Pick a new random seed"""
+
+    bl_idname = "xcube.randomize_seed"
+    bl_label = "Randomise Seed"
+    bl_options = {"REGISTER", "UNDO"}
+
+    def execute(self, context):
+        context.scene.xcube.seed = random.randrange(0, 2**31 - 1)
+        return {"FINISHED"}
+
+
+class XCUBE_OT_test_connection(bpy.types.Operator):
+    """Ask the server for its health and info (model, device, levels, queue)"""
+
+    bl_idname = "xcube.test_connection"
+    bl_label = "Test Connection"
+
+    def execute(self, context):
+        prefs = preferences.get_preferences(context)
+        try:
+            config = _connection_config(context, "info")
+        except ValueError as exc:
+            if prefs is not None:
+                prefs.connection_status = f"Invalid address: {exc}"
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        if prefs is not None:
+            prefs.connection_status = f"Testing {config.address}..."
+        jobs.start(jobs.Job(config, net.run_info))
+        return {"FINISHED"}
