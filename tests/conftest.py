@@ -1,0 +1,22 @@
+"""Shared test setup: caches inside the repo's ignored .cache/, fixed torch threads, seeded generators."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+_CACHE = ROOT / ".cache"
+os.environ.setdefault("XDG_CACHE_HOME", str(_CACHE / "xdg"))
+os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(_CACHE / "inductor"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+
+@pytest.fixture
+def generator() -> torch.Generator:
+    """A seeded CPU generator; tests never seed torch globally."""
+    return torch.Generator().manual_seed(0)

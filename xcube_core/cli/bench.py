@@ -1,0 +1,34 @@
+"""`xcube bench NAME`: benchmarks that print ratios measured in one run (never test assertions).
+
+Each benchmark lives in ``xcube_core.bench.<name>`` and exposes ``add_arguments(parser)`` and
+``run(args) -> int``; results go to ``docs/benchmarks.md`` by hand with the command that printed them.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+
+BENCHMARKS = {
+    "sparse": "sparse convolution, kernel maps, grid build and memory vs spconv and the GEMM floor",
+    "data": "voxelising a large mesh and a procedural scene",
+    "io": "writing and reading large levels as OpenVDB",
+    "generate": "time to first level and full scene with the shipped model",
+    "server": "gRPC server overhead vs the in-process pipeline, and throughput",
+}
+
+
+def register(sub) -> None:
+    parser = sub.add_parser("bench", help="run a benchmark and print a table (or --json)",
+                            description=__doc__)
+    bench_sub = parser.add_subparsers(dest="bench", metavar="NAME")
+    for name, help_text in BENCHMARKS.items():
+        module_name = f"xcube_core.bench.{name}"
+        if importlib.util.find_spec(module_name) is None:
+            continue
+        module = importlib.import_module(module_name)
+        p = bench_sub.add_parser(name, help=help_text, description=module.__doc__)
+        p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+        module.add_arguments(p)
+        p.set_defaults(func=module.run)
+    parser.set_defaults(func=lambda args: parser.print_help() or 2)
