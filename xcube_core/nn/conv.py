@@ -1,0 +1,71 @@
+"""Sparse convolution modules and an explicit per-forward cache of plans."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from xcube_core.sparse import ConvolutionPlan, GridBatch
+
+
+class PlanCache:
+    """Builds each kernel map once per (source, target, kernel, stride, transposed) within one forward.
+
+    Pass one instance down a network's forward; it lives as long as the grids it was built on.
+    """
+
+    def __init__(self) -> None:
+        self._plans: dict[tuple, ConvolutionPlan] = {}
+
+    def get(self, kernel_size: int, stride: int, source: GridBatch, target: GridBatch | None = None,
+            transposed: bool = False) -> ConvolutionPlan:
+        key = (id(source), id(target), kernel_size, stride, transposed)
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = ConvolutionPlan.from_grid_batch(kernel_size, stride, source, target, transposed)
+            # Keep the grids alive with the plan so their ids stay unique while cached.
+            self._plans[key] = plan
+        return plan
+
+
+class _SparseConvBase(nn.Module):
+    transposed = False
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1,
+                 bias: bool = True) -> None:
+        super().__init__()
+        if in_channels < 1 or out_channels < 1:
+            raise ValueError(f"channels must be >= 1, got {in_channels} -> {out_channels}")
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size, self.stride = kernel_size, stride
+        k = kernel_size ** 3
+        self.weight = nn.Parameter(torch.empty(k, in_channels, out_channels))
+        self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
+        bound = 1.0 / math.sqrt(in_channels * k)  # torch.nn.Conv3d's default (kaiming_uniform, a=sqrt(5))
+        nn.init.uniform_(self.weight, -bound, bound)
+        if self.bias is not None:
+            nn.init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, data, plan: ConvolutionPlan):
+        if plan.transposed != self.transposed or plan.stride != self.stride or \
+                plan.kernel_size != (self.kernel_size,) * 3:
+            raise ValueError(
+                f"{type(self).__name__}(k={self.kernel_size}, s={self.stride}) got a plan with "
+                f"k={plan.kernel_size}, s={plan.stride}, transposed={plan.transposed}"
+            )
+        return plan.execute(data, self.weight, self.bias)
+
+    def extra_repr(self) -> str:
+        return f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
+
+
+class SparseConv3d(_SparseConvBase):
+    """Sparse 3D convolution; submanifold when the plan's source and target grids are the same."""
+
+
+class SparseConvTranspose3d(_SparseConvBase):
+    """Sparse transposed 3D convolution (scatters each input voxel to input * stride + d)."""
+
+    transposed = True

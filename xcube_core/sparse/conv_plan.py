@@ -1,0 +1,156 @@
+"""`ConvolutionPlan`: the kernel map of one sparse convolution, built once and reused.
+
+For a forward convolution, output voxel o (on ``target_grid``) reads input voxel o * stride + d (on
+``source_grid``) for every kernel offset d in [lo, lo + k)^3, lo = -((k - 1) // 2): the same
+cross-correlation as ``torch.nn.functional.conv3d`` with padding (k - 1) // 2. A transposed plan
+scatters input voxel i into output i * stride + d, like ``conv_transpose3d``.
+
+The map is stored as (input row, output row) pairs grouped by kernel offset. A submanifold plan
+(same grid in and out, stride 1, odd k) looks up only half the offsets, since the pairs of -d are
+those of +d swapped, and handles the centre offset as a plain matmul.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from xcube_core.sparse import keys as K
+from xcube_core.sparse.grid import GridBatch
+from xcube_core.sparse.jagged import JaggedTensor
+from xcube_core.sparse.ops.topology import cube_offsets
+
+
+def _kernel3(kernel_size) -> tuple[int, int, int]:
+    ks = (kernel_size,) * 3 if isinstance(kernel_size, int) else tuple(int(k) for k in kernel_size)
+    if len(ks) != 3 or min(ks) < 1:
+        raise ValueError(f"kernel_size must be an int >= 1 or 3 of them, got {kernel_size!r}")
+    return ks
+
+
+def kernel_offsets(kernel_size: tuple[int, int, int], device="cpu") -> torch.Tensor:
+    """Offsets d of every kernel tap, x-major like a (kx, ky, kz) weight. Returns (K, 3) int64."""
+    axes = [torch.arange(-((k - 1) // 2), k - ((k - 1) // 2), device=device) for k in kernel_size]
+    return torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, 3)
+
+
+class ConvolutionPlan:
+    """Kernel map between two grids. Build with `from_grid_batch`; run with `execute`."""
+
+    def __init__(self, source_grid: GridBatch, target_grid: GridBatch, kernel_size, stride: int,
+                 transposed: bool, in_idx: torch.Tensor, out_idx: torch.Tensor, counts: list[int],
+                 center: int | None) -> None:
+        self.source_grid = source_grid
+        self.target_grid = target_grid
+        self.kernel_size = kernel_size
+        self.stride = stride
+        self.transposed = transposed
+        self.in_idx = in_idx        # (P,) int64 rows of the input
+        self.out_idx = out_idx      # (P,) int64 rows of the output
+        self.counts = counts        # pairs per kernel offset (K,)
+        self.center = center        # offset handled as identity (submanifold), else None
+        self._starts = [0]
+        for c in counts:
+            self._starts.append(self._starts[-1] + c)
+
+    @classmethod
+    def from_grid_batch(cls, kernel_size, stride: int, source_grid: GridBatch,
+                        target_grid: GridBatch | None = None, transposed: bool = False) -> "ConvolutionPlan":
+        """Build the kernel map.
+
+        Args:
+            kernel_size: int or 3 ints.
+            stride: int >= 1. For a forward plan the target is coarser by ``stride``; transposed, finer.
+            source_grid: grid of the input features.
+            target_grid: grid of the outputs. Default: ``source_grid`` for stride 1 (submanifold),
+                ``source_grid.conv_grid(k, stride)`` for a forward strided plan; a transposed strided
+                plan needs it given (usually the fine grid the features came from).
+            transposed: build the map of a transposed convolution.
+        """
+        ks = _kernel3(kernel_size)
+        if not isinstance(stride, int) or stride < 1:
+            raise ValueError(f"stride must be an int >= 1, got {stride!r}")
+        if not isinstance(source_grid, GridBatch):
+            raise TypeError(f"source_grid must be a GridBatch, got {type(source_grid).__name__}")
+        if target_grid is None:
+            if stride == 1:
+                target_grid = source_grid
+            elif transposed:
+                raise ValueError("a strided transposed plan needs target_grid (the finer grid to write)")
+            else:
+                target_grid = source_grid.conv_grid(ks[0], stride)
+        if target_grid.grid_count != source_grid.grid_count:
+            raise ValueError(f"source has {source_grid.grid_count} grids, target {target_grid.grid_count}")
+        if target_grid.device != source_grid.device:
+            raise ValueError(f"source on {source_grid.device}, target on {target_grid.device}")
+        # Query grid Q is scanned, lookup grid L searched: L-voxel = Q-voxel * stride + d.
+        q, l = (source_grid, target_grid) if transposed else (target_grid, source_grid)
+        submanifold = (stride == 1 and all(k % 2 == 1 for k in ks) and q.is_same(l))
+        offsets = kernel_offsets(ks, source_grid.device)
+        q_rows, l_rows, counts, center = _build_pairs(q.keys, l.keys, offsets, stride, submanifold)
+        in_idx, out_idx = (q_rows, l_rows) if transposed else (l_rows, q_rows)
+        return cls(source_grid, target_grid, ks, stride, transposed, in_idx, out_idx, counts, center)
+
+    @property
+    def num_offsets(self) -> int:
+        return len(self.counts)
+
+    @property
+    def num_pairs(self) -> int:
+        return self._starts[-1] + (self.target_grid.total_voxels if self.center is not None else 0)
+
+    def pairs(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(input rows, output rows) of kernel offset k."""
+        if k == self.center:
+            ar = torch.arange(self.source_grid.total_voxels, device=self.in_idx.device)
+            return ar, ar
+        s, e = self._starts[k], self._starts[k + 1]
+        return self.in_idx[s:e], self.out_idx[s:e]
+
+    def execute(self, data, weight: torch.Tensor, bias: torch.Tensor | None = None):
+        """Run the convolution.
+
+        Args:
+            data: input features on ``source_grid``. Shape: (N_in, C_in), or a JaggedTensor.
+            weight: Shape: (K, C_in, C_out) with K = kx * ky * kz in `kernel_offsets` order.
+            bias: optional (C_out,).
+        Returns: features on ``target_grid``, (N_out, C_out), same container as ``data``.
+        """
+        from xcube_core.sparse.ops.conv import sparse_conv
+
+        x = data.jdata if isinstance(data, JaggedTensor) else data
+        if not isinstance(x, torch.Tensor) or x.dim() != 2:
+            raise ValueError(f"data must be (N, C) features, got {getattr(x, 'shape', type(x))}")
+        if x.shape[0] != self.source_grid.total_voxels:
+            raise ValueError(f"data has {x.shape[0]} rows, source grid has {self.source_grid.total_voxels} voxels")
+        if weight.dim() != 3 or weight.shape[0] != self.num_offsets or weight.shape[1] != x.shape[1]:
+            raise ValueError(f"weight must be ({self.num_offsets}, {x.shape[1]}, C_out), got {tuple(weight.shape)}")
+        out = sparse_conv(x, weight, self)
+        if bias is not None:
+            out = out + bias.to(out.dtype)
+        return self.target_grid.jagged_like(out) if isinstance(data, JaggedTensor) else out
+
+
+def _build_pairs(q_keys, l_keys, offsets, stride, submanifold):
+    """Pairs (q_row, l_row) with l = q * stride + d for every offset d, grouped by offset."""
+    n_off = offsets.shape[0]
+    if stride == 1:
+        base = q_keys
+    else:
+        base = K.pack(K.unpack(q_keys).to(torch.int64) * stride, K.unpack_batch(q_keys))
+    deltas = [K.pack_offset(*d) for d in offsets.tolist()]
+    q_rows: list = [None] * n_off
+    l_rows: list = [None] * n_off
+    center = n_off // 2 if submanifold else None
+    todo = range(center) if submanifold else range(n_off)
+    ar = torch.arange(q_keys.numel(), device=q_keys.device)
+    for k in todo:
+        hit = K.lookup(l_keys, base + deltas[k])
+        found = hit >= 0
+        q_rows[k], l_rows[k] = ar[found], hit[found]
+    if submanifold:
+        # Offset d and its mirror -d (index n_off - 1 - k) share pairs with roles swapped.
+        q_rows[center] = l_rows[center] = ar[:0]
+        for k in range(center):
+            q_rows[n_off - 1 - k], l_rows[n_off - 1 - k] = l_rows[k], q_rows[k]
+    counts = [int(r.numel()) for r in q_rows]
+    return torch.cat(q_rows), torch.cat(l_rows), counts, center
