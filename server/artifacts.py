@@ -71,22 +71,36 @@ def mesh_blob(level: Level) -> Blob:
 
 
 def _mesh_encoder(mesh_module):
-    """Adapter over `xcube_core.io.mesh`: returns ``level -> (bytes, extension, media type)``."""
-    fn = getattr(mesh_module, "level_to_mesh_bytes", None) or getattr(mesh_module, "level_to_bytes", None)
-    if fn is None:
-        raise ImportError("xcube_core.io.mesh has no level_to_mesh_bytes/level_to_bytes")
+    """Adapter over `xcube_core.io.mesh`: returns ``level -> (bytes, extension, media type)``.
+
+    Uses ``level_to_mesh_bytes`` when io offers it; else ``level_to_mesh`` (smooth surface, class
+    colours) exported in memory as binary PLY with vertex normals, which Blender imports natively.
+    """
+    to_bytes = getattr(mesh_module, "level_to_mesh_bytes", None)
+    to_mesh = getattr(mesh_module, "level_to_mesh", None)
+    if to_bytes is None and to_mesh is None:
+        raise ImportError("xcube_core.io.mesh has neither level_to_mesh_bytes nor level_to_mesh")
 
     def encode(level: Level):
-        out = fn(level)
-        if isinstance(out, tuple):  # (bytes, ext) or (bytes, ext, media type)
-            data, ext = out[0], out[1]
-            media = out[2] if len(out) > 2 else _MEDIA_TYPES.get(ext, "application/octet-stream")
-            return data, ext, media
-        return out, ".ply", "application/x-ply"
+        if to_bytes is not None:
+            out = to_bytes(level)
+            if isinstance(out, tuple):  # (bytes, ext) or (bytes, ext, media type)
+                ext = out[1]
+                return out[0], ext, out[2] if len(out) > 2 else _MEDIA_TYPES.get(ext, "application/octet-stream")
+            return out, ".ply", _MEDIA_TYPES[".ply"]
+        mesh = to_mesh(level)
+        if len(mesh.faces) == 0 and level.num_voxels > 0:  # too sparse for a smooth surface: voxel faces
+            mesh = to_mesh(level, mode="blocky")
+        if len(mesh.faces) == 0:
+            return _EMPTY_PLY, ".ply", _MEDIA_TYPES[".ply"]
+        data = mesh.export(file_type="ply", encoding="binary", vertex_normal=True)
+        return bytes(data), ".ply", _MEDIA_TYPES[".ply"]
 
     return encode
 
 
+_EMPTY_PLY = b"ply\nformat binary_little_endian 1.0\nelement vertex 0\nproperty float x\nproperty float y\n" \
+             b"property float z\nelement face 0\nproperty list uchar int vertex_indices\nend_header\n"
 _MEDIA_TYPES = {".ply": "application/x-ply", ".glb": "model/gltf-binary", ".obj": "model/obj", ".stl": "model/stl"}
 _ENCODERS = {"raw": raw_blobs, "vdb": lambda lv: [vdb_blob(lv)], "mesh": lambda lv: [mesh_blob(lv)]}
 
