@@ -25,10 +25,13 @@ def register():
     for cls in classes:
         bpy.utils.register_class(cls)
     bpy.types.Scene.xcube = bpy.props.PointerProperty(type=properties.XCUBE_PG_settings)
+    bpy.app.handlers.load_post.append(handlers.on_load_post)
 
 
 def unregister():
     jobs.cancel_all()
+    if handlers.on_load_post in bpy.app.handlers.load_post:
+        bpy.app.handlers.load_post.remove(handlers.on_load_post)
     jobs.stop_timer()
     handlers.set_status_bar(None)
     del bpy.types.Scene.xcube

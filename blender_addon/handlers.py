@@ -127,6 +127,17 @@ def _update_status_bar(settings) -> None:
         set_status_bar(None)
 
 
+@bpy.app.handlers.persistent
+def on_load_post(*_args) -> None:
+    """A file saved while a job ran reopens without that job: show it as interrupted, not busy."""
+    for scene in bpy.data.scenes:
+        settings = getattr(scene, "xcube", None)
+        if settings is not None and settings.busy and jobs.get(settings.job_id) is None:
+            settings.status = "CANCELLED"
+            settings.message = ("Interrupted: the file was saved while a generation ran; "
+                                "the levels that arrived are kept. Press Generate to start again")
+
+
 def handle_internal_error(event: Event, exc: Exception) -> None:
     """An event could not be applied (e.g. Blender could not read a volume): stop and say so."""
     message = f"Could not apply '{event.kind}': {exc}. The job was stopped; press Generate to retry."

@@ -85,6 +85,11 @@ def ensure_collection(scene: bpy.types.Scene, prompt: str) -> bpy.types.Collecti
     return collection
 
 
+def _use_nodes(material: bpy.types.Material) -> None:
+    if bpy.app.version < (5, 0, 0):  # always on (and deprecated) from Blender 5.0
+        material.use_nodes = True
+
+
 def volume_material(class_names: tuple[str, ...]) -> bpy.types.Material:
     """A Principled Volume material: density from ``density``, colour from ``semantics`` classes.
 
@@ -97,7 +102,7 @@ def volume_material(class_names: tuple[str, ...]) -> bpy.types.Material:
     if material is not None:
         return material
     material = bpy.data.materials.new(name)
-    material.use_nodes = True
+    _use_nodes(material)
     nodes, links = material.node_tree.nodes, material.node_tree.links
     nodes.clear()
     out = nodes.new("ShaderNodeOutputMaterial")
@@ -147,7 +152,7 @@ def mesh_material() -> bpy.types.Material:
     if material is None:
         material = bpy.data.materials.new(name)
         material.diffuse_color = (0.72, 0.7, 0.66, 1.0)
-        material.use_nodes = True
+        _use_nodes(material)
         bsdf = material.node_tree.nodes.get("Principled BSDF")
         if bsdf is not None:
             bsdf.inputs["Base Color"].default_value = (0.72, 0.7, 0.66, 1.0)

@@ -95,8 +95,9 @@ class Job:
         for hook in hooks:
             _safe_call(hook)
 
-    def post(self, kind: str, **data: Any) -> None:
-        _EVENTS.put(Event(self.id, kind, data))
+    def post(self, event_kind: str, **data: Any) -> None:
+        """Queues an event of this job for the main thread (callable from the worker)."""
+        _EVENTS.put(Event(self.id, event_kind, data))
 
     def _main(self) -> None:
         try:

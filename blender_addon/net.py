@@ -71,9 +71,12 @@ def run_generate(config: JobConfig, job: Job) -> Iterator[Event]:
             condition = _condition_from_triangles(client, config)
             yield Event(job.id, "status", {"status": "CONNECTING",
                                            "message": f"Layout: {condition.num_voxels} coarse voxels"})
-        outputs = ("vdb",)
-        levels = _generate(client, config, job, condition, outputs)
+        if job.cancelled:
+            return
+        levels = _generate(client, config, job, condition, outputs=("vdb",))
         for level in levels:
+            if job.cancelled:
+                client.cancel()
             path = _write_level(config, job, level)
             state["levels"] += 1
             yield Event(job.id, "level", {
@@ -87,10 +90,16 @@ def run_generate(config: JobConfig, job: Job) -> Iterator[Event]:
 
 
 def _generate(client, config: JobConfig, job: Job, condition, outputs):
+    # A cancel that lands before the call is registered with the client is caught here: every
+    # server event runs one of these callbacks on this thread, which re-issues the cancel.
     def on_progress(level: int, step: int, total: int) -> None:
+        if job.cancelled:
+            client.cancel()
         job.post("progress", level=level, step=step, total=total)
 
     def on_queued(position: int, length: int) -> None:
+        if job.cancelled:
+            client.cancel()
         job.post("queued", position=position, queue_length=length)
 
     cond = condition.grid if condition is not None else None

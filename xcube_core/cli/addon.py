@@ -70,13 +70,15 @@ def register(sub) -> None:
                        help=f"Blender platforms to bundle wheels for (default: all of {', '.join(PLATFORM_TAGS)})")
     build.add_argument("--cache", type=pathlib.Path, default=CACHE_DIR,
                        help="wheel cache folder (default: .cache/addon-wheels in the repository)")
+    build.add_argument("--offline", action="store_true",
+                       help="use only wheels already in the cache; fail instead of downloading")
     build.set_defaults(func=_run_build)
     parser.set_defaults(func=lambda args: parser.print_help() or 2)
 
 
 def _run_build(args: argparse.Namespace) -> int:
     path = build_addon(args.out, wheels=not args.no_wheels, python_versions=tuple(args.python),
-                       platforms=tuple(args.platforms), cache=args.cache)
+                       platforms=tuple(args.platforms), cache=args.cache, offline=args.offline)
     errors = validate_with_blender(path)
     if errors is None:
         log.info("Blender's extension validator is not importable here (no bpy); skipped validation")
@@ -87,7 +89,8 @@ def _run_build(args: argparse.Namespace) -> int:
 
 
 def build_addon(out: pathlib.Path | str, *, wheels: bool = True, python_versions: tuple[str, ...] = PYTHON_VERSIONS,
-                platforms: tuple[str, ...] = tuple(PLATFORM_TAGS), cache: pathlib.Path | str = CACHE_DIR) -> pathlib.Path:
+                platforms: tuple[str, ...] = tuple(PLATFORM_TAGS), cache: pathlib.Path | str = CACHE_DIR,
+                offline: bool = False) -> pathlib.Path:
     """Builds the extension zip and returns its path.
 
     Args:
@@ -96,6 +99,7 @@ def build_addon(out: pathlib.Path | str, *, wheels: bool = True, python_versions
         python_versions: CPython versions ("3.11", "3.13") to bundle wheels for.
         platforms: Blender platforms (keys of ``PLATFORM_TAGS``).
         cache: wheel cache folder.
+        offline: never download; a wheel missing from the cache is an error.
 
     Raises:
         BuildError: sources missing, a bad manifest or a wheel that cannot be downloaded.
@@ -109,7 +113,7 @@ def build_addon(out: pathlib.Path | str, *, wheels: bool = True, python_versions
         manifest = tomllib.loads(manifest_text)
     except tomllib.TOMLDecodeError as exc:
         raise DataError(f"{ADDON_DIR / MANIFEST} is not valid TOML: {exc}") from exc
-    wheel_files = collect_wheels(python_versions, platforms, pathlib.Path(cache)) if wheels else []
+    wheel_files = collect_wheels(python_versions, platforms, pathlib.Path(cache), offline) if wheels else []
     wheel_entries = sorted({f"./wheels/{w.name}" for w in wheel_files})
     out.mkdir(parents=True, exist_ok=True)
     zip_path = out / f"{manifest['id']}-{manifest['version']}.zip"
@@ -153,7 +157,8 @@ def pinned_versions() -> dict[str, str]:
     return versions
 
 
-def collect_wheels(python_versions: tuple[str, ...], platforms: tuple[str, ...], cache: pathlib.Path) -> list[pathlib.Path]:
+def collect_wheels(python_versions: tuple[str, ...], platforms: tuple[str, ...], cache: pathlib.Path,
+                   offline: bool = False) -> list[pathlib.Path]:
     """Every wheel the zip needs, from the cache or downloaded into it (one folder per target)."""
     files: list[pathlib.Path] = []
     versions = pinned_versions()
@@ -170,6 +175,9 @@ def collect_wheels(python_versions: tuple[str, ...], platforms: tuple[str, ...],
         for name, version in versions.items():
             folder = cache / f"{name}-{version}" / f"cp{py.replace('.', '')}-{plat}"
             found = sorted(folder.glob("*.whl")) if folder.is_dir() else []
+            if not found and offline:
+                raise BuildError(f"{name}=={version} for CPython {py} on {plat} is not in the wheel cache "
+                                 f"{cache}; build once without --offline (needs the package registry)")
             if not found:
                 found = _pip_download(name, version, py, PLATFORM_TAGS[plat], folder)
             files.extend(found)
