@@ -72,3 +72,41 @@ def test_server_cli_help_and_missing_gpu():
     gpu = subprocess.run([sys.executable, "-m", "server", "--gpu", "7"], cwd=ROOT, env=ENV, capture_output=True,
                          text=True, timeout=60)
     assert gpu.returncode != 0 and "--cpu" in gpu.stderr and "Traceback" not in gpu.stderr
+
+
+def test_python_m_server_stops_gracefully_on_sigterm():
+    import re
+    import signal
+    import threading
+
+    from xcube_client import XCubeClient
+
+    code = ("import sys; sys.path.insert(0, 'tests/server'); import server.__main__ as m\n"
+            "from fake_pipeline import FakePipeline\n"
+            "m.pipeline_factory = lambda args, device: (lambda: FakePipeline(step_delay=0.01))\n"
+            "sys.exit(m.main(['--cpu', '--port', '0', '--grace', '20']))\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=ENV, stderr=subprocess.PIPE, text=True)
+    try:
+        lines = []
+        for line in proc.stderr:
+            lines.append(line)
+            if "listening on" in line:
+                break
+        port = int(re.search(r"listening on 127\.0\.0\.1:(\d+)", lines[-1]).group(1))
+        client = XCubeClient(f"127.0.0.1:{port}")
+        client.wait_until_serving(30)
+        got, started = [], threading.Event()
+        worker = threading.Thread(target=lambda: got.extend(client.generate(
+            "finish me", steps=20, outputs=("raw",), progress=lambda *a: started.set())))
+        worker.start()
+        assert started.wait(10)
+        proc.send_signal(signal.SIGTERM)
+        worker.join(30)
+        rest = proc.stderr.read()
+        assert proc.wait(30) == 0, rest
+        assert [lv.index for lv in got] == [0, 1, 2]  # the running job finished within the grace period
+        assert "received SIGTERM" in rest and '"outcome": "OK"' in rest
+        client.close()
+    finally:
+        proc.kill()
+        proc.wait(10)
