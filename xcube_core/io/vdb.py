@@ -160,6 +160,24 @@ def list_grids(path: str | os.PathLike) -> list[dict[str, Any]]:
              "voxel_size": tuple(g.transform.voxelSize())} for g in grids]
 
 
+def guess_density_grid(path: str | os.PathLike) -> str:
+    """The name of the grid to use as density in a foreign file: ``density`` if present, else the
+    first scalar float grid.
+
+    Raises:
+        DataError: the file has no scalar float grid (the message lists what it has).
+    """
+    grids = list_grids(path)
+    names = [g["name"] for g in grids]
+    if DENSITY in names:
+        return DENSITY
+    for g in grids:
+        if str(g["type"]).lower() in _SCALAR_TYPES:
+            return str(g["name"])
+    found = ", ".join(f"{g['name'] or '<unnamed>'} ({g['type']})" for g in grids) or "none"
+    raise DataError(f"{path}: no scalar float grid to use as density; grids found: {found}")
+
+
 def select_density_grid(grids: list[Any], name: str | None, path: Any = "<vdb>") -> Any:
     """The scalar grid to use as density: the one called ``name`` (default ``density``).
 
