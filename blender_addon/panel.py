@@ -45,16 +45,18 @@ class XCUBE_PT_main(bpy.types.Panel):
             row = layout.row()
             row.scale_y = 1.5
             row.operator("xcube.generate", icon="PLAY")
-            box = layout.box()
-            box.label(text="Layout to scene", icon="MESH_CUBE")
-            box.prop(settings, "layout_fill")
-            box.operator("xcube.refine_selection", icon="MOD_REMESH")
 
-        if settings.message:
+        if settings.message:  # right under the button, where the user looks
             box = layout.box()
             icon = _STATUS_ICONS.get(settings.status, "INFO")
             for i, line in enumerate(_wrap(settings.message, 42)):
                 box.label(text=line, icon=icon if i == 0 else "BLANK1")
+
+        if not busy:
+            box = layout.box()
+            box.label(text="Layout to scene", icon="MESH_CUBE")
+            box.prop(settings, "layout_fill")
+            box.operator("xcube.refine_selection", icon="MOD_REMESH")
 
         prefs = preferences.get_preferences(context)
         if prefs is not None:

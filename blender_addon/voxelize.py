@@ -5,8 +5,8 @@ plain numpy and runs on the worker once the server has said how coarse its level
 
 Voxel ``(i, j, k)`` spans ``[i*v, (i+1)*v) x [j*v, (j+1)*v) x [k*v, (k+1)*v)`` metres (its centre is
 ``(ijk + 0.5) * v``, the project's origin = half a voxel convention), so a world point ``p`` lies in
-voxel ``floor(p / v)``. A voxel is active when the surface of a selected mesh passes through it, or
-(``fill=True``) when its centre lies inside a closed mesh.
+voxel ``floor(p / v)``. A voxel is active when the surface of a selected mesh passes through it
+(an exact triangle/cube overlap test), or (``fill=True``) when its centre lies inside a closed mesh.
 """
 
 from __future__ import annotations
@@ -49,30 +49,58 @@ def mesh_triangles(objects, depsgraph) -> np.ndarray:
     return np.concatenate(chunks, axis=0)
 
 
-def _surface_points(triangles: np.ndarray, max_edge: float) -> np.ndarray:
-    """Points covering every triangle with spacing below ``max_edge`` (midpoint subdivision).
+def _overlaps(tris: np.ndarray, centres: np.ndarray, half: float) -> np.ndarray:
+    """Triangle vs axis-aligned cube overlap by the separating axis theorem (Akenine-Moller).
 
-    Shape: (T, 3, 3) -> (P, 3), float64.
+    Args:
+        tris: one triangle per test. Shape: (M, 3, 3), float64.
+        centres: the cube centre of each test. Shape: (M, 3), float64.
+        half: half the cube edge.
+
+    Returns:
+        True where triangle and cube touch or intersect. Shape: (M,), bool.
     """
-    tris = np.asarray(triangles, dtype=np.float64)
-    points = []
-    while len(tris):
-        edges = np.stack([tris[:, 1] - tris[:, 0], tris[:, 2] - tris[:, 1], tris[:, 0] - tris[:, 2]], axis=1)
-        longest = np.linalg.norm(edges, axis=2).max(axis=1)
-        small = longest <= max_edge
-        done = tris[small]
-        points.append(done.reshape(-1, 3))
-        points.append(done.mean(axis=1))
-        big = tris[~small]
-        if not len(big):
-            break
-        a, b, c = big[:, 0], big[:, 1], big[:, 2]
-        ab, bc, ca = (a + b) / 2, (b + c) / 2, (c + a) / 2
-        tris = np.concatenate([
-            np.stack([a, ab, ca], 1), np.stack([ab, b, bc], 1),
-            np.stack([ca, bc, c], 1), np.stack([ab, bc, ca], 1),
-        ])
-    return np.concatenate(points, axis=0) if points else np.zeros((0, 3))
+    v = tris - centres[:, None, :]
+    ok = np.all(v.min(axis=1) <= half, axis=1) & np.all(v.max(axis=1) >= -half, axis=1)  # cube faces
+    edges = (v[:, 1] - v[:, 0], v[:, 2] - v[:, 1], v[:, 0] - v[:, 2])
+    normal = np.cross(edges[0], edges[1])  # triangle plane
+    ok &= np.abs(np.einsum("mk,mk->m", normal, v[:, 0])) <= half * np.abs(normal).sum(axis=1)
+    for unit in np.eye(3):  # the 9 axes: cube edge x triangle edge
+        for edge in edges:
+            axis = np.cross(unit, edge)
+            p = np.einsum("mk,mik->mi", axis, v)
+            r = half * np.abs(axis).sum(axis=1)
+            ok &= (p.min(axis=1) <= r) & (p.max(axis=1) >= -r)
+    return ok
+
+
+def _surface_voxels(tris: np.ndarray, voxel: float, bounds: np.ndarray, budget: int = 1 << 21) -> np.ndarray:
+    """Every voxel in ``[0, bounds)`` that a triangle passes through. (T, 3, 3) -> (N, 3) int64.
+
+    Candidates are the voxels of each triangle's bounding box, tested exactly with ``_overlaps``;
+    triangles are processed in chunks of about ``budget`` candidates.
+    """
+    # Nudge by a hair so a face lying exactly on a voxel boundary belongs to the voxel above it,
+    # the same half-open convention as floor(p / v).
+    tris = tris + 1e-6 * voxel
+    half = 0.5 * voxel * (1.0 - 1e-6)
+    lo = np.clip(np.floor(tris.min(axis=1) / voxel).astype(np.int64), 0, bounds)
+    hi = np.clip(np.floor(tris.max(axis=1) / voxel).astype(np.int64) + 1, 0, bounds)
+    dims = np.maximum(hi - lo, 0)
+    counts = dims.prod(axis=1)
+    out = []
+    start = 0
+    while start < len(tris):
+        stop = start + max(1, int(np.searchsorted(np.cumsum(counts[start:]), budget, side="right")))
+        cnt = counts[start:stop]
+        tri_id = np.repeat(np.arange(start, stop), cnt)
+        local = np.arange(cnt.sum()) - np.repeat(np.cumsum(cnt) - cnt, cnt)
+        d = dims[tri_id]
+        ijk = lo[tri_id] + np.stack([local // (d[:, 1] * d[:, 2]), (local // d[:, 2]) % d[:, 1], local % d[:, 2]], 1)
+        hit = _overlaps(tris[tri_id], (ijk + 0.5) * voxel, half)
+        out.append(ijk[hit])
+        start = stop
+    return np.concatenate(out) if out else np.zeros((0, 3), dtype=np.int64)
 
 
 def _inside_mask(triangles: np.ndarray, centres: np.ndarray) -> np.ndarray:
@@ -117,8 +145,7 @@ def voxelize_triangles(triangles: np.ndarray, voxel_size: float, shape: tuple[in
     bounds = np.asarray(shape, dtype=np.int64)
     if len(tris) == 0:
         return np.zeros((0, 3), dtype=np.int32)
-    points = _surface_points(tris, 0.5 * voxel_size)
-    ijk = np.floor(points / voxel_size).astype(np.int64)
+    ijk = _surface_voxels(tris, float(voxel_size), bounds)
     if fill:
         lo = np.clip(np.floor(tris.reshape(-1, 3).min(0) / voxel_size).astype(np.int64), 0, bounds)
         hi = np.clip(np.floor(tris.reshape(-1, 3).max(0) / voxel_size).astype(np.int64) + 1, 0, bounds)

@@ -43,7 +43,7 @@ def addon(addon_zip, tmp_path_factory):
     import addon_utils
 
     addon_utils.disable(ADDON_MODULE)
-    prefs.extensions.repos.remove(repo)
+    prefs.extensions.repos.remove(repo)  # prints "not enabled": the add-on was already disabled above
 
 
 @pytest.fixture(scope="session")
