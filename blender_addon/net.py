@@ -173,6 +173,9 @@ def describe_error(exc: BaseException, config: JobConfig, levels_received: int =
     if errors is not None and isinstance(exc, errors.XCubeClientError):
         code = exc.code
         what = str(exc)
+        if code == "UNAVAILABLE" and "loading" in (exc.details or str(exc)) and not levels_received:
+            return code, ("The server is still loading its model. Wait a few seconds (Test Connection in the "
+                          "preferences shows SERVING when it is ready) and press Generate again.")
         if code == "UNAVAILABLE" and levels_received:
             what = (f"The server at {config.address} stopped answering after {levels_received} level(s) "
                     f"arrived ({exc.details or 'connection lost'})")

@@ -252,3 +252,26 @@ def test_results_survive_save_and_reopen(addon, settings, tmp_path):
     assert len(evaluated.to_mesh().vertices) > 0
     evaluated.to_mesh_clear()
     assert bpy.context.scene.xcube.status == "DONE"
+
+
+def test_token_and_timeout_errors_say_which_preference_to_change(addon, settings, server_factory):
+    guarded = server_factory(ScenePipeline(step_delay=0.05), token="s3cret")
+    prefs = _prefs()
+    prefs.address, prefs.token = guarded.address, ""
+    _generate(addon, settings)
+    assert settings.status == "ERROR" and "--token in the add-on preferences" in settings.message
+    prefs.token, prefs.request_timeout = "s3cret", 0.5
+    settings.steps = 50  # 50 x 0.05 s per level: longer than the 0.5 s limit
+    try:
+        _generate(addon, settings)
+    finally:
+        prefs.token, prefs.request_timeout = "", 0.0
+    assert settings.status == "ERROR" and "Generate Timeout" in settings.message
+
+
+def test_test_connection_to_nothing_says_so(addon, settings):
+    _prefs().address = "127.0.0.1:1"
+    assert bpy.ops.xcube.test_connection() == {"FINISHED"}
+    assert addon.jobs.wait_for_jobs(30)
+    status = _prefs().connection_status
+    assert status.startswith("Connection failed") and "python -m server" in status
