@@ -103,6 +103,35 @@ class XCubeServer:
         return self.grpc_server.wait_for_termination(timeout)
 
 
+def _check_security(host: str, token: str | None, tls_cert: Any, tls_key: Any) -> None:
+    if not is_loopback(host) and not token:
+        raise InvalidInputError(f"refusing to listen on {host!r} without --token: anyone who can reach this "
+                                "machine could use it. Pass --token (and ideally --tls-cert/--tls-key), "
+                                "or bind 127.0.0.1")
+    if (tls_cert is None) != (tls_key is None):
+        raise InvalidInputError("TLS needs both --tls-cert and --tls-key (PEM files); got only one")
+    if not is_loopback(host) and tls_cert is None:
+        log.warning("listening on %s without TLS: the token and the scenes travel unencrypted; "
+                    "pass --tls-cert/--tls-key on untrusted networks", host)
+
+
+def _bind(grpc_server: grpc.Server, host: str, port: int, tls_cert: Any, tls_key: Any) -> int:
+    """Add the listening port (TLS when a certificate is given); returns the bound port."""
+    bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    hint = "is another server using the port? Pick another with --port"
+    try:
+        if tls_cert is not None:
+            creds = grpc.ssl_server_credentials([(_read_pem(tls_key, "key"), _read_pem(tls_cert, "certificate"))])
+            bound = grpc_server.add_secure_port(bind, creds)
+        else:
+            bound = grpc_server.add_insecure_port(bind)
+    except RuntimeError as exc:
+        raise InvalidInputError(f"cannot listen on {bind}: {exc}; {hint}") from exc
+    if not bound:
+        raise InvalidInputError(f"cannot listen on {bind}; {hint}")
+    return bound
+
+
 def create_server(pipeline: Any, host: str = "127.0.0.1", port: int = 0, *, max_queue: int = 16,
                   token: str | None = None, tls_cert: Any = None, tls_key: Any = None,
                   limits: ServerLimits | None = None, supported_outputs: tuple[str, ...] | None = None,
@@ -127,15 +156,7 @@ def create_server(pipeline: Any, host: str = "127.0.0.1", port: int = 0, *, max_
         InvalidInputError: non-loopback host without a token, half a TLS pair, unreadable TLS files,
             or a port that cannot be bound.
     """
-    if not is_loopback(host) and not token:
-        raise InvalidInputError(f"refusing to listen on {host!r} without --token: anyone who can reach this "
-                                "machine could use it. Pass --token (and ideally --tls-cert/--tls-key), "
-                                "or bind 127.0.0.1")
-    if (tls_cert is None) != (tls_key is None):
-        raise InvalidInputError("TLS needs both --tls-cert and --tls-key (PEM files); got only one")
-    if not is_loopback(host) and tls_cert is None:
-        log.warning("listening on %s without TLS: the token and the scenes travel unencrypted; "
-                    "pass --tls-cert/--tls-key on untrusted networks", host)
+    _check_security(host, token, tls_cert, tls_key)
     limits = limits or ServerLimits()
     limits = ServerLimits(**{**limits.__dict__, "max_queue": int(max_queue)})
     outputs = supported_outputs or artifacts.available_outputs()
@@ -168,19 +189,7 @@ def create_server(pipeline: Any, host: str = "127.0.0.1", port: int = 0, *, max_
         (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
         grpc_server)
 
-    bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    try:
-        if tls_cert is not None:
-            creds = grpc.ssl_server_credentials([(_read_pem(tls_key, "key"), _read_pem(tls_cert, "certificate"))])
-            bound = grpc_server.add_secure_port(bind, creds)
-        else:
-            bound = grpc_server.add_insecure_port(bind)
-    except RuntimeError as exc:
-        raise InvalidInputError(f"cannot listen on {bind}: {exc}; is another server using the port? "
-                                "Pick another with --port") from exc
-    if not bound:
-        raise InvalidInputError(f"cannot listen on {bind}; is another server using the port? Pick another with --port")
-
+    bound = _bind(grpc_server, host, port, tls_cert, tls_key)
     server = XCubeServer(grpc_server, bound, host, model, jobs, worker, health_servicer)
     grpc_server.start()
     worker.start()

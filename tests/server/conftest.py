@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pathlib
 import sys
+import warnings
 
 import pytest
 
@@ -20,7 +21,11 @@ def load_tiny_pipeline():
         return None
     if not hasattr(XCubePipeline, "tiny"):
         return None
-    return XCubePipeline.tiny(seed=0)
+    try:
+        return XCubePipeline.tiny(seed=0)
+    except ImportError as exc:  # a module the pipeline needs has not landed yet
+        warnings.warn(f"XCubePipeline.tiny() unavailable ({exc}); server tests use FakePipeline", stacklevel=1)
+        return None
 
 
 @pytest.fixture(scope="session")

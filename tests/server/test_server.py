@@ -10,7 +10,6 @@ import time
 import grpc
 import numpy as np
 import pytest
-import torch
 from fake_pipeline import FakePipeline
 
 from xcube_client import (

@@ -160,3 +160,25 @@ def test_errors_map_to_status_codes_in_one_place(exc, code):
     assert got == code
     if isinstance(exc, KeyError):  # unexpected errors: no internals on the wire, the id to grep the log
         assert "secret internals" not in message and "req1" in message
+
+
+def test_tls_with_token(serve, tmp_path):
+    import shutil
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl CLI not available to make a test certificate")
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
+                    str(cert), "-days", "1", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"], check=True, capture_output=True)
+    server = serve(FakePipeline(), token="tls-token", tls_cert=str(cert), tls_key=str(key))
+    client = XCubeClient(server.address, token="tls-token", root_certificates=cert.read_bytes())
+    assert client.health() == "SERVING"
+    assert len(list(client.generate("over tls", steps=1, outputs=("raw",)))) == 3
+    client.close()
+    plain = XCubeClient(server.address, token="tls-token", timeout=2)  # plaintext to a TLS port fails clearly
+    with pytest.raises(Exception) as info:
+        plain.info()
+    assert info.value.code == "UNAVAILABLE"
+    plain.close()
