@@ -8,12 +8,17 @@ tests exercise the same code path as a user's "Install from Disk".
 from __future__ import annotations
 
 import importlib
+import pathlib
+import sys
 import threading
 import time
 
 import pytest
 
 bpy = pytest.importorskip("bpy")
+
+if str(pathlib.Path(__file__).parent) not in sys.path:  # also under --import-mode=importlib
+    sys.path.insert(0, str(pathlib.Path(__file__).parent))
 
 from addon_support import ADDON_MODULE, REPO_MODULE, ScenePipeline, make_server  # noqa: E402
 
