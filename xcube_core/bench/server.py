@@ -152,6 +152,8 @@ def _throughput(address, requests, outputs, clients):
 def run(args) -> int:
     import json
 
+    import tqdm
+
     from server.app import create_server
     from xcube_client import XCubeClient
 
@@ -161,15 +163,22 @@ def run(args) -> int:
     requests = [dict(prompt=f"a village by a river, variant {i}", seed=i, steps=args.steps,
                      num_levels=args.levels) for i in range(args.requests)]
     warm = [dict(requests[0], seed=10_000)]
-    _in_process(pipeline, warm, outputs)
-    direct_totals, direct_firsts, direct_bare = _in_process(pipeline, requests, outputs)
-
     server, port = create_server(pipeline, port=0, max_queue=max(16, args.clients))
     try:
         server.wait_until_ready(600)
         client = XCubeClient(f"127.0.0.1:{port}")
+        _in_process(pipeline, warm, outputs)
         _through_server(client, warm, outputs)
-        served_totals, served_firsts = _through_server(client, requests, outputs)
+        # interleave the two ways request by request, so drifting machine load hits both alike
+        direct_totals, direct_firsts, direct_bare, served_totals, served_firsts = [], [], [], [], []
+        for req in tqdm.tqdm(requests, desc="in-process vs server", leave=False):
+            total, first, bare = _in_process(pipeline, [req], outputs)
+            direct_totals += total
+            direct_firsts += first
+            direct_bare += bare
+            total, first = _through_server(client, [req], outputs)
+            served_totals += total
+            served_firsts += first
         client.close()
         many = [dict(r, seed=100 + i) for i, r in enumerate(requests * max(1, args.clients))]
         rps, errors = _throughput(f"127.0.0.1:{port}", many, outputs, args.clients)
