@@ -19,14 +19,13 @@ from xcube_core.data.hierarchy import VoxelSample, build_hierarchy
 from xcube_core.data.procedural import objects
 from xcube_core.data.procedural.builder import SceneBuilder
 from xcube_core.data.procedural.canvas import Canvas
+from xcube_core.data.procedural.names import OBJECT_KINDS, SPLITS
 from xcube_core.data.procedural.captions import height_class, object_caption, scene_caption, tree_density
 from xcube_core.data.procedural.site import GROUND_LEVEL, Site
 from xcube_core.data.procedural.styles import layout, sample_params
 from xcube_core.level import Level
 
-SPLITS = ("train", "val", "test")
 _SPLIT_BASE = {"train": 0, "val": 10_000_000, "test": 20_000_000}
-OBJECT_KINDS = ("house", "tower", "tree", "car", "truck", "lamp")
 _OBJECT_EXTENT = {"house": 15.0, "tower": 36.0, "tree": 19.0, "car": 6.0, "truck": 15.0, "lamp": 10.5}
 
 

@@ -11,8 +11,7 @@ import dataclasses
 import numpy as np
 
 from xcube_core.data.procedural.builder import SceneBuilder
-
-STYLES = ("downtown", "suburban", "park", "industrial", "rural", "parking_lot", "riverside")
+from xcube_core.data.procedural.names import STYLES
 
 
 @dataclasses.dataclass(frozen=True)
