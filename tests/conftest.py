@@ -15,6 +15,10 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+# Test tensors are small: one thread avoids OpenMP barrier stalls when the cores are shared
+# (measured: a tiny pipeline level took 14 s with 2 threads on a loaded machine, 0.3 s with 1).
+torch.set_num_threads(int(os.environ.get("XCUBE_TEST_THREADS", "1")))
+
 
 @pytest.fixture
 def generator() -> torch.Generator:
