@@ -55,7 +55,7 @@ def _on_level(scene, settings, event: Event) -> None:
         settings.collection_name = collection.name
     importers.import_level(
         collection, index=data["index"], vdb_path=data["vdb_path"], output=settings.output,
-        class_names=data.get("class_names", ()),
+        class_names=data.get("class_names", ()), mesh=data.get("mesh"),
         tags={"prompt": settings.prompt, "seed": settings.seed, "voxel_size": data["voxel_size"],
               "num_voxels": data["num_voxels"], "job": event.job_id},
     )

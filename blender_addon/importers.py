@@ -2,8 +2,8 @@
 
 Each level becomes, in a collection named after the prompt, a Volume object (the file loaded with
 ``volumes.new`` + ``filepath`` + ``grids.load()``, shaded by a Principled Volume whose density and
-colour come from the ``density`` and ``semantics`` grids) and/or a Mesh object (a Volume to Mesh
-modifier on that volume at density 0.5). When level ``i`` arrives, level ``i - 1`` is hidden; every
+colour come from the ``density`` and ``semantics`` grids) and/or a Mesh object (the server's surface
+mesh with its class colours, or else a Volume to Mesh modifier on that volume at density 0.5). When level ``i`` arrives, level ``i - 1`` is hidden; every
 level stays in the file.
 """
 
@@ -37,6 +37,7 @@ CLASS_COLORS = {
 
 DENSITY_SCALE = 2.0  # Principled Volume density per unit of the `density` grid (1 inside voxels)
 MESH_THRESHOLD = 0.5
+COLOR_ATTRIBUTE = "Col"
 
 
 def output_directory(prefs_output_dir: str = "") -> str:
@@ -160,6 +161,47 @@ def mesh_material() -> bpy.types.Material:
     return material
 
 
+def vertex_color_material() -> bpy.types.Material:
+    """Principled BSDF coloured by the mesh's ``Col`` attribute (the server's class colours)."""
+    name = "XCube Surface Colours"
+    material = bpy.data.materials.get(name)
+    if material is not None:
+        return material
+    material = bpy.data.materials.new(name)
+    _use_nodes(material)
+    nodes, links = material.node_tree.nodes, material.node_tree.links
+    bsdf = nodes.get("Principled BSDF") or nodes.new("ShaderNodeBsdfPrincipled")
+    bsdf.inputs["Roughness"].default_value = 0.8
+    attribute = nodes.new("ShaderNodeAttribute")
+    attribute.attribute_name = COLOR_ATTRIBUTE
+    attribute.location = (-300, 200)
+    links.new(attribute.outputs["Color"], bsdf.inputs["Base Color"])
+    return material
+
+
+def mesh_from_arrays(name: str, mesh) -> bpy.types.Mesh:
+    """A Mesh datablock from a parsed server mesh (``ply.PlyMesh``: vertices, triangles, colours)."""
+    import numpy as np
+
+    data = bpy.data.meshes.new(name)
+    n_vert, n_face = len(mesh.vertices), len(mesh.faces)
+    data.vertices.add(n_vert)
+    data.vertices.foreach_set("co", np.ascontiguousarray(mesh.vertices, dtype=np.float32).ravel())
+    data.loops.add(3 * n_face)
+    data.loops.foreach_set("vertex_index", np.ascontiguousarray(mesh.faces, dtype=np.int32).ravel())
+    data.polygons.add(n_face)
+    data.polygons.foreach_set("loop_start", np.arange(0, 3 * n_face, 3, dtype=np.int32))
+    data.polygons.foreach_set("use_smooth", np.ones(n_face, dtype=bool))
+    if mesh.colors is not None:
+        attr = data.color_attributes.new(COLOR_ATTRIBUTE, "BYTE_COLOR", "POINT")
+        srgb = np.ascontiguousarray(mesh.colors, dtype=np.float32)
+        attr.data.foreach_set("color_srgb", srgb.ravel())
+    data.update()
+    if data.validate(verbose=False):
+        log.warning("xcube: the server's mesh %r needed repairs", name)
+    return data
+
+
 def load_volume(name: str, filepath: str) -> bpy.types.Volume:
     """Creates a Volume datablock for ``filepath`` and loads its grids.
 
@@ -192,6 +234,7 @@ def import_level(
     output: str,
     class_names: tuple[str, ...] = (),
     tags: dict | None = None,
+    mesh=None,
 ) -> list[bpy.types.Object]:
     """Adds one level to ``collection`` and hides the levels before it.
 
@@ -202,6 +245,8 @@ def import_level(
         output: "VOLUME", "MESH" or "BOTH".
         class_names: semantic class names (id -> name) for the colours.
         tags: extra custom properties stored on every new object (prompt, seed, voxel size, ...).
+        mesh: the server's surface of this level (``ply.PlyMesh``) or None; without it the Mesh object
+            gets a Volume to Mesh modifier on the volume instead.
 
     Returns:
         The new objects: the Volume object first, then the Mesh object if asked for. In "MESH" mode
@@ -214,14 +259,20 @@ def import_level(
     collection.objects.link(vol_obj)
     new_objects = [vol_obj]
     if output in ("MESH", "BOTH"):
-        mesh_obj = bpy.data.objects.new(f"{base} mesh", bpy.data.meshes.new(f"{base} mesh"))
-        collection.objects.link(mesh_obj)
-        modifier = mesh_obj.modifiers.new("Volume to Mesh", "VOLUME_TO_MESH")
-        modifier.object = vol_obj
-        modifier.grid_name = "density"
-        modifier.threshold = MESH_THRESHOLD
-        modifier.resolution_mode = "GRID"
-        mesh_obj.data.materials.append(mesh_material())
+        if mesh is not None and len(mesh.faces):
+            mesh_obj = bpy.data.objects.new(f"{base} mesh", mesh_from_arrays(f"{base} mesh", mesh))
+            has_colors = mesh.colors is not None
+            mesh_obj.data.materials.append(vertex_color_material() if has_colors else mesh_material())
+            collection.objects.link(mesh_obj)
+        else:
+            mesh_obj = bpy.data.objects.new(f"{base} mesh", bpy.data.meshes.new(f"{base} mesh"))
+            collection.objects.link(mesh_obj)
+            modifier = mesh_obj.modifiers.new("Volume to Mesh", "VOLUME_TO_MESH")
+            modifier.object = vol_obj
+            modifier.grid_name = "density"
+            modifier.threshold = MESH_THRESHOLD
+            modifier.resolution_mode = "GRID"
+            mesh_obj.data.materials.append(mesh_material())
         new_objects.append(mesh_obj)
         if output == "MESH":
             hide_object(vol_obj)

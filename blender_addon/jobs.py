@@ -40,6 +40,7 @@ class JobConfig:
     levels: int = 0
     steps: int = 0
     guidance: float | None = None
+    want_mesh: bool = False  # ask for the server's (coloured) mesh of every level
     out_dir: str = ""
     # Layout-to-scene: world-space triangles of the selected meshes, float32 (T, 3, 3), or None.
     condition_triangles: Any = None

@@ -66,15 +66,17 @@ def run_generate(config: JobConfig, job: Job) -> Iterator[Event]:
     state = job.state  # describe_error reads state["levels"] (mid-stream failures)
     try:
         yield Event(job.id, "status", {"status": "CONNECTING", "message": f"Connecting to {config.address}"})
+        info = client.info() if (config.want_mesh or config.condition_triangles is not None) else None
         condition = None
         if config.condition_triangles is not None:
-            condition = _condition_from_triangles(client, config)
+            condition = _condition_from_triangles(info, config)
             yield Event(job.id, "status", {"status": "CONNECTING",
                                            "message": f"Layout: {condition.num_voxels} coarse voxels"})
+        outputs = ("vdb", "mesh") if info is not None and config.want_mesh and "mesh" in info.supported_outputs \
+            else ("vdb",)
         if job.cancelled:
             return
-        levels = _generate(client, config, job, condition, outputs=("vdb",))
-        for level in levels:
+        for level in _generate(client, config, job, condition, outputs):
             if job.cancelled:
                 client.cancel()
             path = _write_level(config, job, level)
@@ -83,6 +85,7 @@ def run_generate(config: JobConfig, job: Job) -> Iterator[Event]:
                 "index": level.index, "num_levels": level.num_levels, "vdb_path": path,
                 "voxel_size": level.voxel_size, "num_voxels": level.num_voxels,
                 "class_names": tuple(level.class_names), "seconds": level.seconds,
+                "mesh": _read_mesh(config, job, level),
             })
         yield Event(job.id, "finished", {"levels": state["levels"]})
     finally:
@@ -122,16 +125,33 @@ def _write_level(config: JobConfig, job: Job, level) -> str:
     return path
 
 
+def _read_mesh(config: JobConfig, job: Job, level):
+    """The server's mesh of ``level`` parsed into arrays (and kept on disk), or None."""
+    from . import ply
+
+    data = level.mesh
+    if not data:
+        return None
+    path = os.path.join(config.out_dir, f"{job.id}_level{level.index}.ply")
+    with open(path, "wb") as fh:
+        fh.write(data)
+    try:
+        return ply.read_ply(data)
+    except ValueError as exc:
+        log.warning("xcube: the server's mesh of level %d is not usable (%s); using Volume to Mesh",
+                    level.index, exc)
+        return None
+
+
 class _Condition:
     def __init__(self, grid, num_voxels: int) -> None:
         self.grid = grid
         self.num_voxels = num_voxels
 
 
-def _condition_from_triangles(client, config: JobConfig) -> _Condition:
+def _condition_from_triangles(info, config: JobConfig) -> _Condition:
     from . import voxelize
 
-    info = client.info()
     if not info.voxel_sizes or len(info.coarse_shape) != 3:
         raise RuntimeError("the server did not report its coarse grid; is its model loaded?")
     voxel = float(info.voxel_sizes[0])

@@ -43,7 +43,7 @@ def _start_generation(op, context, condition_triangles=None) -> set[str]:
         config = _connection_config(
             context, "generate", scene_name=context.scene.name, prompt=prompt, seed=settings.seed,
             levels=settings.levels, steps=settings.steps, guidance=settings.guidance,
-            out_dir=out_dir,
+            want_mesh=settings.output in {"MESH", "BOTH"}, out_dir=out_dir,
             condition_triangles=condition_triangles, condition_fill=settings.layout_fill,
         )
     except (ValueError, OSError) as exc:

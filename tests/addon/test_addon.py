@@ -99,7 +99,11 @@ def test_generate_streams_every_level_as_a_loaded_volume(addon, settings, pipeli
     assert settings.levels_done == 3 and settings.progress == pytest.approx(1.0)
 
 
-def test_mesh_mode_gives_a_non_empty_evaluated_mesh_per_level(addon, settings, pipeline):
+def test_mesh_mode_imports_the_servers_coloured_mesh_per_level(addon, settings, pipeline):
+    import trimesh
+
+    from server import artifacts
+
     settings.output = "MESH"
     settings.levels = 2
     _generate(addon, settings)
@@ -114,14 +118,42 @@ def test_mesh_mode_gives_a_non_empty_evaluated_mesh_per_level(addon, settings, p
         assert len(mesh.vertices) > 0 and len(mesh.polygons) > 0
         co = np.empty(len(mesh.vertices) * 3)
         mesh.vertices.foreach_get("co", co)
+        # Round trip: exactly the surface the server encodes for this level (parsed here by trimesh).
+        reference = trimesh.load(trimesh.util.wrap_as_stream(artifacts.mesh_blob(level).data), file_type="ply",
+                                 process=False)
+        np.testing.assert_allclose(co.reshape(-1, 3), reference.vertices, atol=1e-5)
+        colors = np.empty(len(mesh.vertices) * 4)
+        mesh.color_attributes["Col"].data.foreach_get("color_srgb", colors)
+        np.testing.assert_allclose(colors.reshape(-1, 4)[:, :3] * 255, reference.visual.vertex_colors[:, :3], atol=1)
+        evaluated.to_mesh_clear()
+        assert obj.data.materials[0].name == "XCube Surface Colours"
+    volumes = _level_objects(collection, "VOLUME")
+    assert all(o.hide_render for o in volumes)  # mesh only: volumes kept in the file, hidden
+
+
+def test_mesh_mode_without_server_meshes_uses_volume_to_mesh(addon, settings, server_factory):
+    plain = server_factory(ScenePipeline(), supported_outputs=("vdb",))
+    _prefs().address = plain.address
+    settings.output = "BOTH"
+    settings.levels = 2
+    _generate(addon, settings)
+    assert settings.status == "DONE", settings.message
+    collection = bpy.data.collections[settings.collection_name]
+    depsgraph = bpy.context.evaluated_depsgraph_get()
+    for obj, level in zip(_level_objects(collection, "MESH"), ScenePipeline().generate(settings.prompt, seed=7, steps=1)):
+        assert obj.modifiers[0].type == "VOLUME_TO_MESH"
+        evaluated = obj.evaluated_get(depsgraph)
+        mesh = evaluated.to_mesh()
+        assert len(mesh.vertices) > 0 and len(mesh.polygons) > 0
+        co = np.empty(len(mesh.vertices) * 3)
+        mesh.vertices.foreach_get("co", co)
         co = co.reshape(-1, 3)
         # The surface lies on the level's voxels: inside their world box (ijk * v .. (ijk + 1) * v).
         lo = level.ijk.numpy().min(0) * level.voxel_size
         hi = (level.ijk.numpy().max(0) + 1) * level.voxel_size
         assert np.all(co >= lo - 1e-3) and np.all(co <= hi + 1e-3)
         evaluated.to_mesh_clear()
-    volumes = _level_objects(collection, "VOLUME")
-    assert all(o.hide_render for o in volumes)  # mesh only: volumes kept for the modifier, hidden
+    assert not any(o.hide_render for o in _level_objects(collection, "VOLUME")[-1:])  # Both: volume shown
 
 
 def test_cancel_stops_the_job_here_and_on_the_server(addon, settings, pipeline, server, wait_until):
