@@ -112,3 +112,17 @@ def test_shared_tensors_and_no_pickle(tmp_path):
     assert torch.equal(loaded.model["b.weight"], lin.weight.detach()) and set(loaded.model) == set(state)
     for file in path.iterdir():  # every tensor file is safetensors, the rest JSON
         assert file.suffix in (".safetensors", ".json")
+
+
+def test_load_weights_for_evaluation(tmp_path, toy, fast_config, quiet):
+    result = Trainer(toy(), fast_config(max_steps=3), tmp_path, **quiet).fit()
+    ema = safetensors.torch.load_file(str(result.checkpoint / "ema.safetensors"))
+    live = safetensors.torch.load_file(str(result.checkpoint / "model.safetensors"))
+    model = ckpt_io.load_weights(toy().build_model(), tmp_path)  # run folder -> newest checkpoint, EMA
+    assert all(torch.equal(p, ema[n]) for n, p in model.named_parameters())
+    model = ckpt_io.load_weights(toy().build_model(), result.checkpoint, ema=False)
+    assert all(torch.equal(p, live[n]) for n, p in model.named_parameters())
+    with pytest.raises(ModelLoadError, match="does not fit ToyMLP.*net.0.weight"):
+        ckpt_io.load_weights(toy(hidden=3).build_model(), tmp_path)
+    with pytest.raises(ModelLoadError, match="neither a checkpoint folder"):
+        ckpt_io.load_weights(toy().build_model(), tmp_path / "empty")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 
@@ -17,11 +18,13 @@ def _tensors(path):
     return load_file(str(path))
 
 
-@pytest.mark.parametrize("num_workers", [0, 1])
-def test_resume_reproduces_the_uninterrupted_run(tmp_path, toy, fast_config, quiet, num_workers):
-    cfg = fast_config(num_workers=num_workers)  # 6 steps = 1.5 epochs of 4 batches: crosses an epoch end
+@pytest.mark.parametrize(("num_workers", "precision"), [(0, "fp32"), (1, "fp32"), (0, "bf16")])
+def test_resume_reproduces_the_uninterrupted_run(tmp_path, toy, fast_config, quiet, num_workers, precision):
+    # 6 steps = 1.5 epochs of 4 batches: crosses an epoch end
+    cfg = fast_config(num_workers=num_workers, precision=precision)
     full = Trainer(toy(), cfg, tmp_path / "full", **quiet).fit()
     assert full.step == 6 and len(full.losses) == 6 and not full.interrupted
+    assert all(math.isfinite(x) for x in full.losses)
 
     def interrupt(step: int, loss: float) -> None:
         if step == 3:

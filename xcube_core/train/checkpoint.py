@@ -44,6 +44,7 @@ __all__ = [
     "latest_checkpoint",
     "list_checkpoints",
     "load_checkpoint",
+    "load_weights",
     "prune_checkpoints",
     "restore_rng",
     "save_checkpoint",
@@ -374,3 +375,39 @@ def load_checkpoint(path: str | os.PathLike, param_names: list[str]) -> Checkpoi
         rank, name = key.split(".", 1)
         rng[int(rank[4:])][name] = value
     return Checkpoint(path=path, step=int(meta["step"]), model=model, ema=ema, optimizer=optimizer, rng=rng, meta=meta)
+
+
+def load_weights(model: torch.nn.Module, path: str | os.PathLike, *, ema: bool = True) -> torch.nn.Module:
+    """Load a training checkpoint's EMA (default) or live weights into ``model`` (e.g. for evaluation).
+
+    Args:
+        model: a model of the checkpoint's architecture (parameters keep their device and dtype).
+        path: a checkpoint folder, or a run folder (its newest checkpoint is used).
+        ema: use the EMA shadows for the parameters they cover (buffers come from the live state).
+
+    Raises:
+        ModelLoadError: no checkpoint, or tensors that do not fit ``model`` (names and shapes listed).
+    """
+    path = pathlib.Path(path)
+    if not (path / META).is_file():
+        latest = latest_checkpoint(path)
+        if latest is None:
+            raise ModelLoadError(f"{path} is neither a checkpoint folder nor a run folder with checkpoints")
+        path = latest
+    meta = read_meta(path)
+    arch = arch_signature(model)
+    if meta.get("arch", {}).get("sha256") not in (None, arch["sha256"]):
+        diff = _dict_diff(meta["arch"].get("tensors", {}), arch["tensors"])
+        raise ModelLoadError(f"checkpoint {path} does not fit {type(model).__name__}: " + "; ".join(diff[:8]))
+    state = _load_tensors(path / "model.safetensors")
+    for alias, kept in meta.get("model_aliases", {}).items():
+        state[alias] = state[kept]
+    if ema and meta.get("ema") is not None:
+        state.update(_load_tensors(path / "ema.safetensors"))
+    elif ema:
+        logger.warning("%s has no EMA weights; loading the live weights", path)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise ModelLoadError(f"cannot load {path} into {type(model).__name__}: {exc}") from exc
+    return model

@@ -1,0 +1,263 @@
+"""Training tasks of the XCube models: per-level VAE, diffusion U-Net and refinement network.
+
+Each task implements `xcube_core.train.task.TrainTask` for one level of `recipes.DEFAULT_RECIPE`.
+Diffusion and refinement train on a frozen, already trained VAE of the same level (``vae_path``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import pathlib
+from typing import Any
+
+import torch
+
+from xcube_core.errors import DataError, InvalidInputError, ModelLoadError
+from xcube_core.models.base import config_to_dict
+from xcube_core.models.refine import RefineNet
+from xcube_core.models.unet import SparseUNet
+from xcube_core.models.vae import SparseStructureVAE
+from xcube_core.sparse import GridBatch, JaggedTensor
+from xcube_core.train.recipes import DEFAULT_RECIPE, TEXT_ENCODER, LevelRecipe
+
+logger = logging.getLogger(__name__)
+
+COND_DROP = 0.1          # classifier-free guidance: text dropped 10% of the time
+SCALE_ITEMS = 8          # training items used to measure the latent scale
+
+
+@dataclasses.dataclass
+class Batch:
+    """One batch after cropping: per loaded data level a grid, normals (N, 3) and semantics (N,)."""
+
+    grids: list[GridBatch]
+    normals: list[torch.Tensor]
+    semantics: list[torch.Tensor]
+    captions: list[str]
+
+
+class _LevelTask:
+    name = "base"
+
+    def __init__(self, level: int, data_dir: pathlib.Path | None, overrides: dict) -> None:
+        if level not in DEFAULT_RECIPE:
+            raise InvalidInputError(f"level must be one of {sorted(DEFAULT_RECIPE)}, got {level}")
+        self.level = level
+        self.data_dir = data_dir
+        self.overrides = dict(overrides)
+        recipe = DEFAULT_RECIPE[level]
+        if "crop" in self.overrides:
+            recipe = dataclasses.replace(recipe, crop=self.overrides.pop("crop"))
+        self.recipe: LevelRecipe = recipe
+
+    # --- data ---------------------------------------------------------------------------------
+    def build_dataset(self, split: str):
+        from xcube_core.data.dataset import VoxelDataset
+
+        if self.data_dir is None or not self.data_dir.is_dir():
+            raise DataError(f"data directory {self.data_dir} does not exist; make one with "
+                            "`xcube data procedural --out DIR --count N`")
+        ds = VoxelDataset(self.data_dir, split=split, levels=self.recipe.data_levels, dilation=False)
+        if len(ds) == 0:
+            raise DataError(f"{self.data_dir} has no '{split}' samples; generate them with --split {split}")
+        return ds
+
+    def collate(self, items: list) -> Any:
+        from xcube_core.data.dataset import collate_voxel_batch
+
+        return collate_voxel_batch(items)
+
+    def prepare(self, batch: dict, generator: torch.Generator) -> Batch:
+        """Crop (per item, aligned to the coarsest loaded level) and unwrap a collated batch."""
+        grids = batch["grids"]
+        normals = [n.jdata for n in batch["normals"]]
+        sems = [s.jdata for s in batch["semantics"]]
+        if self.recipe.crop is not None:
+            grids, normals, sems = crop_batch(grids, normals, sems, self.recipe.crop, generator)
+        return Batch(grids, normals, sems, list(batch["captions"]))
+
+    def config(self) -> dict:
+        return {"task": self.name, "level": self.level, "recipe": config_to_dict(self.recipe),
+                "overrides": {k: str(v) for k, v in self.overrides.items()}}
+
+    def _frozen_vae(self) -> SparseStructureVAE:
+        path = self.overrides.get("vae_path")
+        if not path:
+            raise InvalidInputError(f"the {self.name} task needs the trained VAE of level {self.level}: "
+                                    "pass -o vae_path=DIR (the VAE run's exported model folder)")
+        vae = SparseStructureVAE.from_pretrained(path)
+        if vae.config != self.recipe.vae:
+            raise ModelLoadError(f"{path} holds a VAE configured differently from level {self.level}'s recipe")
+        vae.requires_grad_(False)
+        return vae
+
+
+def crop_batch(grids: list[GridBatch], normals: list[torch.Tensor], sems: list[torch.Tensor], window: int,
+               generator: torch.Generator):
+    """Cut an X/Y window of ``window`` voxels of the finest grid from every item, all levels alike.
+
+    The window starts on a multiple of the coarsest level's voxel, so the levels stay nested, and
+    coordinates are shifted to start at 0.
+    """
+    ratio = int(round(float(grids[0].voxel_sizes[0, 0]) / float(grids[-1].voxel_sizes[0, 0])))
+    stride = max(ratio, 1) * 4  # also keep 2 coarsenings below the coarsest level aligned
+    b = grids[-1].grid_count
+    hi = grids[-1].bbox()[:, 1, :2].long() + 1  # extent per item
+    n_start = ((hi - window).clamp(min=0) // stride + 1)
+    start = (torch.rand(b, 2, generator=generator) * n_start).long() * stride  # (B, 2) finest voxels
+    out_g, out_n, out_s = [], [], []
+    for lvl, g in enumerate(grids):
+        f = int(round(float(g.voxel_sizes[0, 0]) / float(grids[-1].voxel_sizes[0, 0])))
+        lo = (start // f)[g.jidx.long()]
+        ijk = g.ijk.jdata.long()
+        keep = ((ijk[:, :2] >= lo) & (ijk[:, :2] < lo + window // f)).all(dim=1)
+        shift = torch.zeros_like(ijk)
+        shift[:, :2] = lo
+        moved = (ijk - shift)[keep]
+        jidx = g.jidx[keep]
+        counts = torch.bincount(jidx.long(), minlength=b)
+        if bool((counts == 0).any()):
+            raise DataError("a crop came out empty; the scenes are smaller than the crop window")
+        offsets = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
+        new = GridBatch.from_ijk(JaggedTensor.from_data_and_offsets(moved, offsets), g.voxel_sizes, g.origins)
+        out_g.append(new)  # a per-item shift keeps the key order, so attributes stay aligned
+        out_n.append(normals[lvl][keep])
+        out_s.append(sems[lvl][keep])
+    return out_g, out_n, out_s
+
+
+class VAETask(_LevelTask):
+    name = "vae"
+
+    def build_model(self) -> SparseStructureVAE:
+        return SparseStructureVAE(self.recipe.vae)
+
+    def loss(self, model, batch, generator):
+        b = self.prepare(batch, generator)
+        out = model(b.grids[-1], b.normals[-1], b.semantics[-1], generator=generator)
+        logs = {k: float(v.detach()) for k, v in out.items() if k != "loss"}
+        logs["voxels"] = float(b.grids[-1].total_voxels)
+        return out["loss"], logs
+
+    def export(self, model, out_dir: pathlib.Path) -> None:
+        model.save_pretrained(out_dir, extra={"task": self.name, "level": self.level})
+
+
+class DiffusionTask(_LevelTask):
+    name = "diffusion"
+
+    def __init__(self, level, data_dir, overrides) -> None:
+        super().__init__(level, data_dir, overrides)
+        from xcube_core.diffusion.schedule import NoiseSchedule
+        from xcube_core.models.text import build_text_encoder
+
+        self.vae = self._frozen_vae()
+        text_cfg = {"name": self.overrides.get("text_encoder", TEXT_ENCODER["name"])}
+        self.text = build_text_encoder(text_cfg)
+        self.text_config = self.text.config()
+        self.schedule = NoiseSchedule()
+        self.latent_scale = float(self.overrides.get("latent_scale", 0) or self._measure_latent_scale())
+
+    def config(self) -> dict:
+        return {**super().config(), "latent_scale": self.latent_scale, "text_encoder": self.text_config}
+
+    @torch.no_grad()
+    def _measure_latent_scale(self) -> float:
+        """1 / std of posterior means over a few training scenes (latent diffusion's scale factor)."""
+        ds = self.build_dataset("train")
+        items = [ds[i] for i in range(min(SCALE_ITEMS, len(ds)))]
+        b = self.prepare(self.collate(items), torch.Generator().manual_seed(0))
+        mean, _, _ = self.vae.encode(b.grids[-1], b.normals[-1], b.semantics[-1])
+        std = float(mean.float().std())
+        scale = float(f"{1.0 / max(std, 1e-6):.4g}")  # rounded: stable across thread counts
+        logger.info("latent std %.4g -> scale %.4g", std, scale)
+        return scale
+
+    def build_model(self) -> SparseUNet:
+        return SparseUNet(self.recipe.unet)
+
+    def latents(self, b: Batch, generator) -> tuple[torch.Tensor, GridBatch]:
+        with torch.no_grad():
+            mean, logvar, grid = self.vae.encode(b.grids[-1], b.normals[-1], b.semantics[-1])
+            noise = torch.randn(mean.shape, generator=generator)
+            z = (mean.float() + torch.exp(0.5 * logvar.float()) * noise) * self.latent_scale
+        return z, grid
+
+    def loss(self, model, batch, generator):
+        from xcube_core.diffusion.guidance import drop_prompts
+        from xcube_core.diffusion.losses import v_prediction_loss
+        from xcube_core.diffusion.schedule import sample_timesteps
+
+        b = self.prepare(batch, generator)
+        z, grid = self.latents(b, generator)
+        cond_n, cond_s = coarse_condition(b, grid) if self.recipe.unet.cond_normals else (None, None)
+        captions, _ = drop_prompts(b.captions, COND_DROP, generator)
+        emb = self.text.encode(captions)
+        n_items = grid.grid_count
+        t = sample_timesteps(n_items, self.schedule.num_train_timesteps, generator)
+        noise = torch.randn(z.shape, generator=generator)
+        jidx = grid.jidx.long()
+        x_t = self.schedule.add_noise(z, noise, t, jidx)
+        target = self.schedule.get_velocity(z, noise, t, jidx)
+        pred = model(x_t, grid, t, emb.tokens, emb.mask, emb.pooled, cond_n, cond_s)
+        loss = v_prediction_loss(pred.float(), target, jidx, n_items)
+        return loss, {"latent_voxels": float(grid.total_voxels)}
+
+    def export(self, model, out_dir: pathlib.Path) -> None:
+        model.save_pretrained(out_dir, extra={"task": self.name, "level": self.level,
+                                              "latent_scale": self.latent_scale, "text_encoder": self.text_config})
+
+
+def coarse_condition(b: Batch, latent_grid: GridBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    """The coarser data level's normals and semantics at the latent grid's voxels (zeros / -1 if absent)."""
+    coarse = b.grids[0]
+    idx = coarse.ijk_to_index(latent_grid.ijk, cumulative=True).jdata
+    ok = idx >= 0
+    cond_n = torch.where(ok[:, None], b.normals[0][idx.clamp(min=0)].float(), torch.zeros(()))
+    cond_s = torch.where(ok, b.semantics[0][idx.clamp(min=0)].long(), torch.full((), -1))
+    return cond_n, cond_s
+
+
+class RefineTask(_LevelTask):
+    """Refinement trained on VAE decodings of noised posteriors (the errors diffusion makes)."""
+
+    name = "refine"
+
+    def __init__(self, level, data_dir, overrides) -> None:
+        super().__init__(level, data_dir, overrides)
+        self.vae = self._frozen_vae()
+
+    def build_model(self) -> RefineNet:
+        return RefineNet(self.recipe.refine)
+
+    def loss(self, model, batch, generator):
+        b = self.prepare(batch, generator)
+        grid, normals, sems = b.grids[-1], b.normals[-1], b.semantics[-1]
+        lo, hi = self.recipe.refine.noise_std
+        with torch.no_grad():
+            mean, logvar, lat = self.vae.encode(grid, normals, sems)
+            sigma = lo + (hi - lo) * torch.rand(lat.grid_count, generator=generator)
+            noise = torch.randn(mean.shape, generator=generator)
+            z = mean + sigma[lat.jidx.long()][:, None] * torch.exp(0.5 * logvar) * noise
+            dec = self.vae.decode(z, lat, max_voxels=2 * grid.total_voxels)
+        if dec.grid.total_voxels == 0:
+            raise DataError("the frozen VAE decoded an empty grid; train the VAE longer first")
+        out = model(dec.grid, dec.normals, dec.semantics, target=grid)
+        res = RefineNet.losses(out, grid, normals, sems)
+        logs = {k: float(v.detach()) for k, v in res.items() if k != "loss"}
+        logs["decoded_voxels"] = float(dec.grid.total_voxels)
+        return res["loss"], logs
+
+    def export(self, model, out_dir: pathlib.Path) -> None:
+        model.save_pretrained(out_dir, extra={"task": self.name, "level": self.level})
+
+
+def _factory(cls):
+    def make(level: int, data_dir: pathlib.Path | None, overrides: dict):
+        return cls(level, data_dir, overrides)
+
+    return make
+
+
+TASKS = {"vae": _factory(VAETask), "diffusion": _factory(DiffusionTask), "refine": _factory(RefineTask)}
