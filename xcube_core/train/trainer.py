@@ -110,48 +110,9 @@ def move_to_device(batch: Any, device: torch.device) -> Any:
 
 
 def _make_ema(model: torch.nn.Module, decay: float):
-    try:
-        from xcube_core.diffusion.ema import EMA
-    except ImportError:  # TODO(train): delete this fallback once xcube_core.diffusion.ema is committed
-        EMA = _FallbackEMA
+    from xcube_core.diffusion.ema import EMA
+
     return EMA(model, decay=decay)
-
-
-class _FallbackEMA:
-    """Minimal stand-in with the interface of ``xcube_core.diffusion.ema.EMA`` (same warm-up rule)."""
-
-    def __init__(self, model: torch.nn.Module, decay: float):
-        self.decay, self.num_updates = float(decay), 0
-        self.shadow = {n: p.detach().to(torch.float32, copy=True) for n, p in model.named_parameters() if p.requires_grad}
-
-    @torch.no_grad()
-    def update(self, model: torch.nn.Module) -> None:
-        d = min(self.decay, (1.0 + self.num_updates) / (10.0 + self.num_updates))
-        params = dict(model.named_parameters())
-        for name, s in self.shadow.items():
-            s.lerp_(params[name].detach().to(s.dtype), 1.0 - d)
-        self.num_updates += 1
-
-    @contextlib.contextmanager
-    def swapped(self, model: torch.nn.Module) -> Iterator[torch.nn.Module]:
-        params = dict(model.named_parameters())
-        backup = {n: params[n].detach().clone() for n in self.shadow}
-        with torch.no_grad():
-            for n, s in self.shadow.items():
-                params[n].copy_(s)
-        try:
-            yield model
-        finally:
-            with torch.no_grad():
-                for n, b in backup.items():
-                    params[n].copy_(b)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"decay": self.decay, "num_updates": self.num_updates, "shadow": dict(self.shadow)}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.shadow = {n: state["shadow"][n].to(torch.float32).clone() for n in self.shadow}
-        self.num_updates = int(state["num_updates"])
 
 
 def _build_optimizer(model: torch.nn.Module, config: TrainConfig) -> tuple[torch.optim.Optimizer, list[str]]:
