@@ -60,6 +60,8 @@ class TrainTask(Protocol):
 
         ``model`` may be DDP-wrapped: call it, do not reach into ``model.module`` for the forward.
         All randomness must come from ``generator`` (or torch's global RNG, which is checkpointed).
+        ``generator`` is a CPU generator even when training on CUDA: draw on the CPU and move (e.g.
+        ``xcube_core.diffusion.randn_like``), so that losses do not depend on the device.
         """
 
     def export(self, model: torch.nn.Module, out_dir: pathlib.Path) -> None:

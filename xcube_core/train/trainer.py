@@ -213,7 +213,9 @@ class Trainer:
             except TypeError as exc:
                 raise DataError(f"the {self.task.name} dataset has no length; tasks must return map-style datasets") from exc
             sampler = ResumableBatchSampler(num_items, cfg.batch_size, cfg.seed, info.rank, info.world_size)
-        generator = torch.Generator(device=device).manual_seed(cfg.seed * 7919 + info.rank)
+        # a CPU generator even when training on CUDA: tasks draw on the CPU (or via diffusion.randn_like)
+        # and move, so losses do not depend on the device and one code path serves both
+        generator = torch.Generator().manual_seed(cfg.seed * 7919 + info.rank)
         torch.manual_seed(cfg.seed * 104729 + 1 + info.rank)  # per-rank global RNG (dropout etc.)
         return _Run(info=info, device=device, precision=precision, model=model, wrapped=model, optimizer=optimizer,
                     ema=ema, names=names, arch=ckpt_io.arch_signature(model), dataset=dataset, sampler=sampler,
