@@ -136,7 +136,10 @@ class SceneBuilder:
             half = (6.5 if truck else 2.6)
             width_span = (y0, y1) if road.along_x else (x0, x1)
             lane = width_span[0] + self.rng.choice([0.27, 0.73]) * (width_span[1] - width_span[0])
-            along = self.rng.uniform((x0 if road.along_x else y0) + half, (x1 if road.along_x else y1) - half)
+            a0, a1 = ((x0, x1) if road.along_x else (y0, y1))
+            if a1 - a0 < 2 * half + 1.0:
+                continue
+            along = self.rng.uniform(a0 + half, a1 - half)
             x, y = (along, lane) if road.along_x else (lane, along)
             box = (x - half, x + half, y - half, y + half)
             if any(not (box[1] < o[0] or box[0] > o[1] or box[3] < o[2] or box[2] > o[3]) for o in occupied):

@@ -94,6 +94,8 @@ class Site:
 
     def random_free_point(self, rng: np.random.Generator, radius: float, tries: int = 30):
         """A point whose square of half-size ``radius`` is free, or None after ``tries`` attempts."""
+        if 2 * radius >= min(self.extent):
+            return None
         for _ in range(tries):
             x, y = rng.uniform(radius, self.extent[0] - radius), rng.uniform(radius, self.extent[1] - radius)
             if self.is_free((x - radius, x + radius, y - radius, y + radius)):

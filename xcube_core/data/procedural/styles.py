@@ -117,9 +117,10 @@ def _fill_block(b: SceneBuilder, block, params: SceneParams, roofs, roof_p, lot_
 
 
 def _downtown(b: SceneBuilder, p: SceneParams) -> None:
+    ex, ey = b.site.extent
     b.grid_roads(spacing=b.rng.uniform(26, 36), width=b.rng.uniform(7, 10))
     if p.has_water:
-        b.site.add_pond(*(b.rng.uniform(10, 54, 2)), 5.0, 4.0)
+        b.site.add_pond(*(b.rng.uniform(0.15, 0.85, 2) * (ex, ey)), 5.0, 4.0)
     for block in _blocks(b, 0, 0):
         tiers = int(b.rng.integers(1, 4))
         _fill_block(b, block, p, ("flat", "pyramid"), (0.85, 0.15), (9, 16), tiers=tiers,
@@ -139,7 +140,7 @@ def _suburban(b: SceneBuilder, p: SceneParams) -> None:
         cx = ex * b.rng.uniform(0.3, 0.7)
         b.road((cx - w / 2, cx + w / 2, 0.0, mid - w / 2), along_x=False)
     if p.has_water:
-        b.site.add_pond(b.rng.uniform(10, ex - 10), b.rng.choice([8.0, ey - 8.0]), 4.0, 3.0)
+        b.site.add_pond(ex * b.rng.uniform(0.15, 0.85), b.rng.choice([0.12 * ey, 0.88 * ey]), 4.0, 3.0)
     for side in (-1, 1):  # houses facing the street, set back from it
         setback = b.rng.uniform(3.5, 6.0)
         x = b.rng.uniform(1, 4)
@@ -200,7 +201,8 @@ def _rural(b: SceneBuilder, p: SceneParams) -> None:
     x = ex * b.rng.uniform(0.2, 0.8)
     b.road((x - w / 2, x + w / 2, 0.0, ey), along_x=False)
     if p.has_water:
-        b.site.add_pond(b.rng.uniform(12, ex - 12), b.rng.uniform(12, ey - 12), b.rng.uniform(4, 9), b.rng.uniform(3, 7))
+        b.site.add_pond(ex * b.rng.uniform(0.2, 0.8), ey * b.rng.uniform(0.2, 0.8), b.rng.uniform(4, 9),
+                        b.rng.uniform(3, 7))
     b.random_building((7, 11), _height(b, p.building_height, 0.15), ("gabled", "hipped"))  # farmhouse
     if b.rng.random() < p.building_density:  # barn
         b.random_building((12, 20), _height(b, p.building_height * 1.2, 0.1), ("gabled",), margin=2.0)
