@@ -1,0 +1,121 @@
+"""`xcube eval generation | vae | prompts` end to end on the fake pipeline and a real on-disk dataset."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import FakePipeline, write_reference  # tests/eval/conftest.py
+from xcube_core.cli import main
+from xcube_core.data.storage import load_sample, read_manifest
+from xcube_core.eval import runners
+from xcube_core.eval.metrics import voxel_iou
+
+
+@pytest.fixture
+def fake(monkeypatch) -> FakePipeline:
+    pipe = FakePipeline()
+    monkeypatch.setattr(runners, "load_pipeline", lambda spec, device="cpu": pipe)
+    return pipe
+
+
+def test_eval_help_lists_tasks(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["eval", "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    for word in ("generation", "vae", "prompts", "1-NNA", "COV", "IoU"):
+        assert word in out
+    with pytest.raises(SystemExit):
+        main(["eval", "generation", "--help"])
+    assert "--reference" in capsys.readouterr().out
+
+
+def test_generation_against_copies_of_the_reference(fake, reference_dir, tmp_path):
+    # The fake reproduces each reference exactly (same caption and seed), so every reference is covered,
+    # 1-NNA sits at or below chance and the class fractions agree.
+    out = tmp_path / "gen.json"
+    code = main(["eval", "generation", "--model", "fake", "--reference", str(reference_dir), "--num", "6",
+                 "--seed", "0", "--points", "2048", "--steps", "2", "--out", str(out), "--no-progress"])
+    assert code == 0
+    r = json.loads(out.read_text())
+    assert r["metrics"]["COV-CD"] == 1.0
+    assert r["metrics"]["1-NNA-CD"] <= 0.5
+    assert r["class_fractions"]["total_variation"] == pytest.approx(0.0, abs=1e-12)
+    assert [s["prompt"] for s in r["scenes"]] == [row["caption"] for row in read_manifest(reference_dir)]
+    assert r["failed_scenes"] == 0 and r["finest_voxel_size"] == 1.0
+
+
+def test_generation_with_one_prompt_loses_coverage(fake, reference_dir, tmp_path):
+    out = tmp_path / "gen.json"
+    assert main(["eval", "generation", "--model", "fake", "--reference", str(reference_dir), "--num", "6",
+                 "--prompt", "a quiet field", "--points", "256", "--out", str(out), "--no-progress"]) == 0
+    r = json.loads(out.read_text())
+    assert r["metrics"]["COV-CD"] <= 2 / 6  # identical fields cover one or two references at most
+    assert r["metrics"]["1-NNA-CD"] > 0.5
+
+
+def test_generation_reports_missing_data(fake, reference_dir, tmp_path, capsys):
+    code = main(["eval", "generation", "--reference", str(reference_dir), "--num", "50", "--no-progress",
+                 "--out", str(tmp_path / "x.json")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "has 6 samples, need 50" in err and "xcube data procedural" in err
+    assert main(["eval", "generation", "--reference", str(tmp_path / "nowhere"), "--num", "2"]) == 2
+    assert "no dataset manifest" in capsys.readouterr().err
+
+
+def test_vae_iou_matches_direct_computation(fake, reference_dir, tmp_path):
+    out = tmp_path / "vae.json"
+    assert main(["eval", "vae", "--model", "fake", "--reference", str(reference_dir), "--num", "3",
+                 "--out", str(out), "--no-progress"]) == 0
+    r = json.loads(out.read_text())
+    rows = read_manifest(reference_dir)[:3]
+    for li in (0, 1):
+        expected = []
+        for row in rows:
+            lvl = load_sample(reference_dir / row["file"]).levels[li]
+            kept = lvl.ijk[lvl.ijk[:, 0] != 0]  # the fake VAE drops the i == 0 slice
+            expected.append(voxel_iou(lvl.ijk, kept))
+        got = r["levels"][str(li)]
+        assert got["mean_iou"] == pytest.approx(sum(expected) / 3)
+        assert 0 < got["mean_iou"] < 1 and got["mean_semantic_accuracy"] == 1.0
+
+
+def test_vae_rejects_unknown_level(fake, reference_dir, capsys):
+    assert main(["eval", "vae", "--reference", str(reference_dir), "--num", "1", "--levels", "5"]) == 2
+    assert "levels 0..1" in capsys.readouterr().err
+
+
+def test_prompts_cli_writes_report(fake, tmp_path, capsys):
+    pairs = tmp_path / "pairs.json"
+    pairs.write_text(json.dumps([{"attribute": "tall", "positive": "tall towers", "negative": "low houses"},
+                                 {"attribute": "water", "positive": "water", "negative": "dry", "kind": "caption"}]))
+    out = tmp_path / "p.json"
+    assert main(["eval", "prompts", "--model", "fake", "--pairs", str(pairs), "--seeds", "3", "--steps", "1",
+                 "--out", str(out), "--no-progress"]) == 0
+    r = json.loads(out.read_text())
+    assert r["summary"]["overall"]["trials"] == 6 and r["summary"]["overall"]["success_rate"] == 1.0
+    assert r["seeds"] == [0, 1, 2]
+    text = capsys.readouterr().out
+    assert "Prompt control" in text and "overall" in text
+    assert main(["eval", "prompts", "--seeds", "0"]) == 2
+
+
+def test_builtin_prompts_on_fake_pipeline(fake, tmp_path):
+    out = tmp_path / "p.json"
+    assert main(["eval", "prompts", "--model", "fake", "--attributes", "tall", "--kinds", "caption",
+                 "--seeds", "1", "--out", str(out), "--no-progress"]) == 0
+    r = json.loads(out.read_text())
+    # The fake understands "tall" and "low": the caption pairs that use those two words succeed.
+    by_prompt = {o["positive"]: o["success"] for o in r["outcomes"]}
+    assert by_prompt["a dense downtown block with tall office towers"] is True
+    assert r["num_pairs"] == 3
+
+
+def test_reference_files_round_trip(tmp_path):
+    root = write_reference(tmp_path / "r", [("tall towers", 0)], split="val")
+    refs = runners.load_references(root, 1, split="val")
+    assert refs[0].caption == "tall towers" and refs[0].level_at(1.0).voxel_size == 1.0
+    assert refs[0].level_at(3.0) is refs[0].levels[-1]

@@ -1,0 +1,115 @@
+"""Printing evaluation results as tables (rich) and writing them as JSON.
+
+The runners in `xcube_core.eval.runners` return plain dicts; this module turns them into tables for a
+person and into a JSON file for scripts (NaN becomes null, written atomically).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import pathlib
+import tempfile
+from typing import Any
+
+# Targets of the default model (issue 6), shown next to the measured numbers.
+TARGETS = {"1-NNA-CD": ("<=", 0.65), "COV-CD": (">=", 0.45), "prompt_control": (">=", 0.80),
+           "vae_iou": (">=", 0.90)}
+
+
+def _clean(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return None if math.isnan(obj) or math.isinf(obj) else obj
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    return obj
+
+
+def write_json(result: dict[str, Any], path: str | os.PathLike) -> pathlib.Path:
+    """Write ``result`` as indented JSON to ``path`` (temporary file + rename; NaN -> null)."""
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(_clean(result), indent=2, sort_keys=False, allow_nan=False) + "\n"
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        pathlib.Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _target(name: str, value: float) -> str:
+    if name not in TARGETS or value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    op, goal = TARGETS[name]
+    ok = value <= goal if op == "<=" else value >= goal
+    return f"{op} {goal:.0%}  {'met' if ok else 'MISSED'}" if name != "vae_iou" else \
+        f"{op} {goal:.2f}  {'met' if ok else 'MISSED'}"
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f} %"
+
+
+def _table(title: str, columns: list[str]):
+    from rich.table import Table
+
+    t = Table(title=title, title_justify="left")
+    for i, c in enumerate(columns):
+        t.add_column(c, justify="left" if i == 0 else "right")
+    return t
+
+
+def generation_tables(r: dict[str, Any]) -> list:
+    m = r["metrics"]
+    t = _table(f"Generation vs {r['num']} held-out scenes ({r['model_id']}, {r['num_points']} points, "
+               f"'{r['normalize']}' normalisation)", ["metric", "value", "target"])
+    t.add_row("1-NNA-CD", _pct(m["1-NNA-CD"]), _target("1-NNA-CD", m["1-NNA-CD"]))
+    t.add_row("  on generated / on reference", f"{_pct(m['1-NNA-CD_gen'])} / {_pct(m['1-NNA-CD_ref'])}", "")
+    t.add_row("COV-CD", _pct(m["COV-CD"]), _target("COV-CD", m["COV-CD"]))
+    t.add_row("MMD-CD (x 1e3)", f"{1e3 * m['MMD-CD']:.3f}", "")
+    t.add_row("failed / empty scenes", str(r["failed_scenes"]), "")
+    cf = r["class_fractions"]
+    c = _table(f"Class fractions (total variation {cf['total_variation']:.3f})", ["class", "generated", "reference"])
+    for name, g, ref in zip(cf["classes"], cf["generated"], cf["reference"]):
+        c.add_row(name, _pct(g), _pct(ref))
+    return [t, c]
+
+
+def vae_tables(r: dict[str, Any]) -> list:
+    t = _table(f"VAE reconstruction of {r['num']} held-out scenes ({r['model_id']})",
+               ["level", "voxel size", "mean IoU", "min IoU", "semantic acc.", "target"])
+    for li, v in r["levels"].items():
+        t.add_row(li, f"{v['voxel_size']:.4g} m", f"{v['mean_iou']:.3f}", f"{v['min_iou']:.3f}",
+                  _pct(v["mean_semantic_accuracy"]), _target("vae_iou", v["mean_iou"]))
+    return [t]
+
+
+def prompt_tables(r: dict[str, Any]) -> list:
+    s = r["summary"]
+    t = _table(f"Prompt control ({r['model_id']}, {len(r['seeds'])} seeds, {r['num_pairs']} pairs)",
+               ["group", "success", "trials", "ties", "mean delta", "target"])
+    o = s["overall"]
+    t.add_row("overall", _pct(o["success_rate"]), str(o["trials"]), str(o["ties"]), f"{o['mean_delta']:.4g}",
+              _target("prompt_control", o["success_rate"]))
+    for group in ("by_kind", "by_attribute", "by_attribute_kind"):
+        for name, v in s[group].items():
+            t.add_row(f"  {name}", _pct(v["success_rate"]), str(v["trials"]), str(v["ties"]),
+                      f"{v['mean_delta']:.4g}", "")
+    return [t]
+
+
+def print_report(result: dict[str, Any], console=None) -> None:
+    """Print the tables of a runner's result (``result["task"]`` picks the layout)."""
+    from rich.console import Console
+
+    console = console or Console()
+    tables = {"generation": generation_tables, "vae": vae_tables, "prompts": prompt_tables}[result["task"]](result)
+    for t in tables:
+        console.print(t)

@@ -1,0 +1,276 @@
+"""The evaluations behind ``xcube eval``: generation quality, VAE reconstruction, prompt control.
+
+Each runner takes a pipeline object with the `XCubePipeline` contract (``generate(prompt, seed=...,
+steps=..., guidance=...)`` yielding `Level`s coarse to fine, ``voxel_sizes``, ``class_names``) and
+returns a JSON-able dict; `xcube_core.eval.report` prints it. Reference scenes come from a dataset
+folder written by ``xcube data procedural`` (manifest + one safetensors file per sample).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import pathlib
+import time
+from typing import Any, Callable, Sequence
+
+import torch
+
+from xcube_core.errors import DataError, InvalidInputError, XCubeError
+from xcube_core.eval import metrics as M
+from xcube_core.eval.pointclouds import level_point_cloud
+from xcube_core.eval.prompt_control import PromptPair, level_statistics, outcome, summarize
+from xcube_core.level import Level
+
+log = logging.getLogger(__name__)
+
+
+def load_pipeline(spec: str, device: str = "cpu"):
+    """``"default"`` (shipped model), ``"tiny"`` (random-weight test model) or a model folder."""
+    from xcube_core.pipeline import XCubePipeline
+
+    if spec == "tiny":
+        return XCubePipeline.tiny(seed=0, device=device)
+    return XCubePipeline.from_pretrained(None if spec == "default" else spec, device=device)
+
+
+@dataclasses.dataclass
+class Reference:
+    """One held-out sample: all its levels, its caption and the file it came from."""
+
+    levels: list[Level]
+    caption: str
+    file: str
+    metadata: dict[str, Any]
+
+    def level_at(self, voxel_size: float | None) -> Level:
+        """The level with this voxel size (the finest when None or when none matches)."""
+        if voxel_size is not None:
+            for lvl in self.levels:
+                if math.isclose(float(lvl.voxel_size), float(voxel_size), rel_tol=1e-6):
+                    return lvl
+        return self.levels[-1]
+
+
+def load_references(root: str | pathlib.Path, num: int, split: str = "test") -> list[Reference]:
+    """The first ``num`` samples (manifest order) of ``split`` in a dataset folder.
+
+    Raises:
+        DataError: no manifest, or fewer than ``num`` samples in the split (the message says how to
+            make more).
+    """
+    from xcube_core.data.storage import MANIFEST, load_sample, read_manifest
+
+    root = pathlib.Path(root)
+    manifest = root / MANIFEST if root.is_dir() else root
+    if not manifest.is_file():
+        raise DataError(f"{manifest}: no dataset manifest; create held-out scenes with "
+                        f"`xcube data procedural --out {root} --split {split} --count {num}`")
+    rows = [r for r in read_manifest(manifest) if r.get("split") == split]
+    if len(rows) < num:
+        raise DataError(f"{manifest}: split {split!r} has {len(rows)} samples, need {num}; make more with "
+                        f"`xcube data procedural --out {root} --split {split} --count {num}` or pass --num {len(rows)}")
+    out = []
+    for r in rows[:num]:
+        s = load_sample(manifest.parent / r["file"])
+        out.append(Reference(s.levels, s.caption, str(r["file"]), dict(s.metadata)))
+    return out
+
+
+def _bar(items, progress: bool, desc: str, total: int | None = None):
+    if not progress:
+        return items
+    from tqdm.auto import tqdm
+
+    return tqdm(items, desc=desc, total=total)
+
+
+def generate_finest(pipe, prompt: str, seed: int, steps: int, guidance: float) -> tuple[Level | None, str | None]:
+    """Run the pipeline to its finest level. Returns (level, None) or (None, error message).
+
+    A level that comes out empty makes the pipeline raise before the next level; that counts as a
+    failed (empty) scene, not as an error of the evaluation.
+    """
+    last = None
+    try:
+        for last in pipe.generate(prompt, seed=seed, steps=steps, guidance=guidance):
+            pass
+    except XCubeError as exc:
+        return None, f"{type(exc).__name__}: {exc}"
+    if last is None or last.num_voxels == 0:
+        return None, "empty scene"
+    return last, None
+
+
+def _clouds(levels: Sequence[Level | None], num_points: int, seed: int, normalize: str) -> torch.Tensor:
+    """Normalised surface clouds; an empty/failed scene becomes a degenerate cloud at the origin,
+    which lies far from every real shape and so counts against the model."""
+    g = torch.Generator().manual_seed(int(seed))
+    out = []
+    for lvl in levels:
+        if lvl is None or lvl.num_voxels == 0:
+            out.append(torch.zeros(num_points, 3))
+        else:
+            out.append(level_point_cloud(lvl, num_points, generator=g, normalize=normalize))
+    return torch.stack(out)
+
+
+def _mean_fractions(levels: Sequence[Level | None], class_names: tuple[str, ...]) -> torch.Tensor:
+    fr = [M.class_fractions(lvl.semantics, len(class_names)) for lvl in levels
+          if lvl is not None and lvl.semantics is not None and lvl.num_voxels]
+    return torch.stack(fr).mean(0) if fr else torch.zeros(len(class_names), dtype=torch.float64)
+
+
+def evaluate_generation(pipe, references: Sequence[Reference], *, seed: int = 0, steps: int = 25,
+                        guidance: float = 3.0, prompt: str | None = None, num_points: int = 2048,
+                        normalize: str = "box", backend: str = "auto", progress: bool = True) -> dict[str, Any]:
+    """Generate one scene per reference (its caption, seed ``seed + i``) and compare the two sets.
+
+    Returns:
+        A dict with ``metrics`` (MMD-CD, COV-CD, 1-NNA-CD and its per-set parts), ``class_fractions``
+        (mean generated vs reference per class, and their total-variation distance), ``scenes``
+        (prompt, seed, voxels, seconds, error per generated scene) and the settings used.
+    """
+    if not references:
+        raise InvalidInputError("no reference scenes; pass --num >= 1")
+    finest_vs = float(pipe.voxel_sizes[-1])
+    generated: list[Level | None] = []
+    scenes = []
+    for i, ref in enumerate(_bar(references, progress, "generating")):
+        text = prompt or ref.caption or "an outdoor scene"
+        t0 = time.perf_counter()
+        lvl, err = generate_finest(pipe, text, seed + i, steps, guidance)
+        generated.append(lvl)
+        scenes.append({"prompt": text, "seed": seed + i, "voxels": lvl.num_voxels if lvl else 0,
+                       "seconds": time.perf_counter() - t0, "error": err, "reference": ref.file})
+        if err:
+            log.warning("scene %d (seed %d) failed: %s", i, seed + i, err)
+    ref_levels = [r.level_at(finest_vs) for r in references]
+    if any(not math.isclose(float(r.voxel_size), finest_vs, rel_tol=1e-6) for r in ref_levels):
+        log.warning("reference data has no level at the model's finest voxel size %.4g m; comparing with "
+                    "the references' finest level (shapes are normalised, resolution differs)", finest_vs)
+    t0 = time.perf_counter()
+    gen_pts = _clouds(generated, num_points, seed, normalize)
+    ref_pts = _clouds(ref_levels, num_points, seed + 1, normalize)
+    metrics = M.distribution_metrics(gen_pts, ref_pts, backend=backend, progress=progress)
+    names = tuple(pipe.class_names)
+    fg, fr = _mean_fractions(generated, names), _mean_fractions(ref_levels, names)
+    return {
+        "task": "generation", "model_id": getattr(pipe, "model_id", "?"), "num": len(references),
+        "seed": seed, "steps": steps, "guidance": guidance, "num_points": num_points, "normalize": normalize,
+        "finest_voxel_size": finest_vs, "reference_voxel_size": float(ref_levels[0].voxel_size),
+        "failed_scenes": sum(s["error"] is not None for s in scenes),
+        "metrics": metrics, "metric_seconds": time.perf_counter() - t0,
+        "class_fractions": {"classes": list(names), "generated": fg.tolist(), "reference": fr.tolist(),
+                            "total_variation": M.histogram_distance(fg, fr)},
+        "scenes": scenes,
+    }
+
+
+def _grid_attributes(level: Level, device) -> tuple[Any, torch.Tensor | None, torch.Tensor | None]:
+    """The level as a GridBatch plus normals / semantics in the grid's voxel order."""
+    grid = level.grid(device)
+    order = grid.ijk_to_index(level.ijk.to(device))
+    n = grid.total_voxels
+    normals = semantics = None
+    if level.normals is not None:
+        normals = torch.zeros(n, 3, device=device)
+        normals[order] = level.normals.to(device).float()
+    if level.semantics is not None:
+        semantics = torch.full((n,), -1, dtype=torch.long, device=device)
+        semantics[order] = level.semantics.to(device).long()
+    return grid, normals, semantics
+
+
+def vae_reconstructor(pipe, level_index: int) -> Callable[[Level], tuple[torch.Tensor, torch.Tensor | None]]:
+    """A function ``level -> (ijk (M, 3), semantics (M,) or None)`` reconstructing with the level's VAE.
+
+    Works with `XCubePipeline` (``pipe.levels[i].vae.reconstruct(grid, normals, semantics)``) and with
+    any object exposing ``reconstruct(level, level_index) -> Level``.
+    """
+    if hasattr(pipe, "reconstruct"):
+        def run_generic(level: Level):
+            out = pipe.reconstruct(level, level_index)
+            return out.ijk, out.semantics
+        return run_generic
+    try:
+        vae = pipe.levels[level_index].vae
+    except (AttributeError, IndexError, TypeError) as exc:
+        raise InvalidInputError(f"model has no VAE for level {level_index} (expected pipe.levels[i].vae or "
+                                f"pipe.reconstruct); got {type(pipe).__name__}") from exc
+    device = getattr(pipe, "device", torch.device("cpu"))
+
+    def run(level: Level):
+        grid, normals, semantics = _grid_attributes(level, device)
+        dec = vae.reconstruct(grid, normals, semantics)
+        sem = dec.semantics
+        return dec.grid.ijk.jdata.cpu(), None if sem is None else sem.cpu()
+    return run
+
+
+def evaluate_vae(pipe, references: Sequence[Reference], *, levels: Sequence[int] | None = None,
+                 progress: bool = True) -> dict[str, Any]:
+    """Voxel IoU (and semantic agreement on shared voxels) of VAE reconstructions, per model level.
+
+    The reference level with the model level's voxel size is encoded to the posterior mean and
+    decoded by structure prediction; IoU compares the decoded voxel set with the input.
+    """
+    levels = list(range(len(pipe.voxel_sizes))) if levels is None else list(levels)
+    per_level = {}
+    for li in levels:
+        vs = float(pipe.voxel_sizes[li])
+        recon = vae_reconstructor(pipe, li)
+        rows = []
+        for ref in _bar(references, progress, f"VAE level {li}"):
+            lvl = ref.level_at(vs)
+            if not math.isclose(float(lvl.voxel_size), vs, rel_tol=1e-6):
+                raise DataError(f"{ref.file}: no level with voxel size {vs} m for model level {li}; the data "
+                                f"has {[float(x.voxel_size) for x in ref.levels]}; build it with matching --levels")
+            t0 = time.perf_counter()
+            with torch.no_grad():
+                ijk, sem = recon(lvl)
+            acc = float("nan")
+            if sem is not None and lvl.semantics is not None:
+                acc = M.matched_semantic_accuracy(lvl.ijk, lvl.semantics, ijk, sem)
+            rows.append({"file": ref.file, "iou": M.voxel_iou(lvl.ijk, ijk), "semantic_accuracy": acc,
+                         "voxels": lvl.num_voxels, "reconstructed_voxels": int(ijk.shape[0]),
+                         "seconds": time.perf_counter() - t0})
+        ious = [r["iou"] for r in rows]
+        accs = [r["semantic_accuracy"] for r in rows if not math.isnan(r["semantic_accuracy"])]
+        per_level[str(li)] = {"voxel_size": vs, "mean_iou": sum(ious) / len(ious), "min_iou": min(ious),
+                              "mean_semantic_accuracy": sum(accs) / len(accs) if accs else float("nan"),
+                              "samples": rows}
+    return {"task": "vae", "model_id": getattr(pipe, "model_id", "?"), "num": len(references),
+            "levels": per_level}
+
+
+def evaluate_prompts(pipe, pairs: Sequence[PromptPair], seeds: Sequence[int], *, steps: int = 25,
+                     guidance: float = 3.0, progress: bool = True) -> dict[str, Any]:
+    """Generate both prompts of every pair at every seed and score the direction of change.
+
+    Scenes are cached by (prompt, seed), so a prompt shared by several pairs is generated once. A
+    scene that fails or comes out empty scores all statistics 0 (and is counted in ``failed``).
+    """
+    cache: dict[tuple[str, int], dict[str, float]] = {}
+    failed: list[dict[str, Any]] = []
+    jobs = [(p, s) for p in pairs for s in seeds]
+    bar = _bar(jobs, progress, "prompt pairs")
+    outcomes = []
+    for pair, seed in bar:
+        stats = []
+        for text in (pair.positive, pair.negative):
+            key = (text, int(seed))
+            if key not in cache:
+                lvl, err = generate_finest(pipe, text, int(seed), steps, guidance)
+                if err:
+                    failed.append({"prompt": text, "seed": int(seed), "error": err})
+                    lvl = Level(index=0, ijk=torch.zeros(0, 3, dtype=torch.int32), voxel_size=1.0)
+                cache[key] = level_statistics(lvl)
+            stats.append(cache[key])
+        outcomes.append(outcome(pair, seed, stats[0], stats[1]))
+    if failed and len(failed) == len(cache):
+        raise XCubeError(f"every generation failed, e.g. {failed[0]['error']}")
+    return {"task": "prompts", "model_id": getattr(pipe, "model_id", "?"), "seeds": [int(s) for s in seeds],
+            "steps": steps, "guidance": guidance, "num_pairs": len(pairs), "scenes_generated": len(cache),
+            "failed": failed, "summary": summarize(outcomes), "outcomes": [o.to_json() for o in outcomes]}
