@@ -142,6 +142,7 @@ def volume_material(class_names: tuple[str, ...]) -> bpy.types.Material:
         element.color = class_color(class_names[i]) if class_names else (0.8, 0.8, 0.8, 1.0)
     links.new(to_fac.outputs["Result"], ramp.inputs["Fac"])
     links.new(ramp.outputs["Color"], volume.inputs["Color"])
+    links.new(ramp.outputs["Color"], volume.inputs["Absorption Color"])  # tinted, not black, in shadow
     material["xcube_class_names"] = list(class_names)
     return material
 

@@ -87,7 +87,7 @@ def frame_scene(objects, size) -> None:
     cam.rotation_euler = (centre - cam.location).to_track_quat("-Z", "Y").to_euler()
     scene.camera = cam
     sun = bpy.data.objects.new("Preview sun", bpy.data.lights.new("Preview sun", "SUN"))
-    sun.data.energy = 3.5
+    sun.data.energy = 1.6
     sun.data.angle = math.radians(8)
     sun.rotation_euler = (math.radians(50), 0.0, math.radians(35))
     scene.collection.objects.link(sun)
@@ -96,7 +96,7 @@ def frame_scene(objects, size) -> None:
     background = world.node_tree.nodes.get("Background") if world.node_tree else None
     if background is not None:
         background.inputs["Color"].default_value = (0.62, 0.72, 0.86, 1.0)
-        background.inputs["Strength"].default_value = 0.8
+        background.inputs["Strength"].default_value = 0.5
     else:
         world.color = (0.62, 0.72, 0.86)
 
@@ -108,6 +108,7 @@ def render(pipeline, args) -> pathlib.Path:
 
     workdir = pathlib.Path(tempfile.mkdtemp(prefix="xcube_preview_"))
     addon = install_addon(workdir)
+    bpy.ops.wm.read_homefile(use_empty=True)  # no default cube in the picture
     server, _ = create_server(pipeline, "127.0.0.1", 0)
     try:
         if not server.wait_until_ready(120):
@@ -134,6 +135,7 @@ def render(pipeline, args) -> pathlib.Path:
     scene.render.resolution_x, scene.render.resolution_y = args.size
     scene.render.resolution_percentage = 100
     scene.render.image_settings.file_format = "PNG"
+    scene.view_settings.view_transform = "Standard"  # AgX washes the class colours out under a sun
     args.out.parent.mkdir(parents=True, exist_ok=True)
     scene.render.filepath = str(args.out.resolve())
     t0 = time.monotonic()

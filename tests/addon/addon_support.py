@@ -65,7 +65,7 @@ class ScenePipeline:
             if index > 0:
                 offsets = torch.tensor([[a, b, c] for a in (0, 1) for b in (0, 1) for c in (0, 1)], dtype=torch.int32)
                 ijk = (ijk[:, None, :] * 2 + offsets[None]).reshape(-1, 3)
-            semantics = torch.where(ijk[:, 2] == 0, 0, 2).to(torch.int64)
+            semantics = torch.where(ijk[:, 2] < 2**index, 0, 2).to(torch.int64)  # ground slab, buildings
             normals = torch.zeros(ijk.shape[0], 3)
             normals[:, 2] = 1.0
             yield Level(index=index, ijk=ijk.clone(), voxel_size=self.voxel_sizes[index], normals=normals,
