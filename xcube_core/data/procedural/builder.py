@@ -92,13 +92,18 @@ class SceneBuilder:
 
     # -- vegetation ------------------------------------------------------------------------------
     def trees(self, count: int, kinds=("oak",), kind_p=None, scale: float = 1.0, region=None,
-              near: list[tuple[float, float]] | None = None) -> int:
-        """Scatter up to ``count`` trees (in ``region = (x0, x1, y0, y1)`` or at the ``near`` spots)."""
+              near: list[tuple[float, float]] | None = None, clearance: float = 2.5) -> int:
+        """Scatter up to ``count`` trees (in ``region = (x0, x1, y0, y1)`` or at the ``near`` spots).
+
+        A tree needs ``clearance`` metres free around its trunk (so crowns stay off buildings and
+        inside the scene) but only claims its trunk, so crowns of neighbouring trees may touch.
+        """
         placed = 0
         spots = list(near) if near is not None else [None] * count
+        c = clearance * scale
         for spot in spots[:count]:
-            p = spot if spot is not None else self._point(region, 1.5)
-            if p is None or not self.site.is_free((p[0] - 0.8, p[0] + 0.8, p[1] - 0.8, p[1] + 0.8)):
+            p = spot if spot is not None else self._point(region, c)
+            if p is None or not self.site.is_free((p[0] - c, p[0] + c, p[1] - c, p[1] + c)):
                 continue
             self.site.take((p[0] - 0.8, p[0] + 0.8, p[1] - 0.8, p[1] + 0.8))
             kind = str(self.rng.choice(kinds, p=kind_p))

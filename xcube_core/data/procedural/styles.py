@@ -232,7 +232,8 @@ def _parking_lot(b: SceneBuilder, p: SceneParams) -> None:
             if store is None or not (x < store[1] + 1.0 and y > store[2] - 1.0):
                 b.census.poles.append(_pole(b, x, y))
     border = [(x, y) for x in np.linspace(2.5, ex - 2.5, 9) for y in (2.5, ey - 2.5)]
-    b.trees(p.tree_count, kinds=("oak", "poplar"), near=[border[i] for i in b.rng.permutation(len(border))])
+    b.trees(p.tree_count, kinds=("oak", "poplar"), near=[border[i] for i in b.rng.permutation(len(border))],
+            clearance=1.0)
 
 
 def _pole(b: SceneBuilder, x: float, y: float) -> dict:
@@ -252,6 +253,6 @@ def _riverside(b: SceneBuilder, p: SceneParams) -> None:
     _fill_block(b, (0.0, ex, road_y + w / 2 + 1.0, ey - 1.0), p, ("flat", "gabled", "hipped"),
                 (0.5, 0.3, 0.2), (10, 16))
     bank = [(x, ry + rw / 2 + 2.0) for x in np.arange(3.0, ex - 3.0, b.rng.uniform(6, 10))]
-    b.trees(p.tree_count, kinds=("oak", "poplar"), near=bank + [None] * p.tree_count)
+    b.trees(p.tree_count, kinds=("oak", "poplar"), near=bank + [None] * p.tree_count, clearance=1.0)
     b.vehicles_on_roads(p.vehicle_count)
     b.poles_along_roads(spacing=b.rng.uniform(16, 24))
