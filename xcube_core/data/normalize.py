@@ -37,7 +37,8 @@ class Normalization:
 
     def to_voxel(self, points: np.ndarray) -> np.ndarray:
         """World points -> continuous voxel coordinates. Shape: (N, 3) -> (N, 3), float64."""
-        return (np.asarray(points, dtype=np.float64) - np.asarray(self.offset)) * (self.scale / self.voxel_size) + _JITTER
+        factor = self.scale / self.voxel_size
+        return (np.asarray(points, dtype=np.float64) - np.asarray(self.offset)) * factor + _JITTER
 
     def as_metadata(self) -> dict:
         return {"mode": self.mode, "offset": list(self.offset), "scale": self.scale,

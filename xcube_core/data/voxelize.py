@@ -144,19 +144,25 @@ def voxelize_triangles(tris: np.ndarray | torch.Tensor, shape, face_class=None, 
         if progress is not None:
             progress(b / max(1, len(tris)))
     if not parts:
-        return torch.zeros(0, 3, dtype=torch.int32), torch.zeros(0, 3), None if not has_cls else torch.zeros(0, dtype=torch.int64)
+        empty_sem = torch.zeros(0, dtype=torch.int64) if has_cls else None
+        return torch.zeros(0, 3, dtype=torch.int32), torch.zeros(0, 3), empty_sem
     keys, ns, votes = _reduce(torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]),
                               torch.cat([p[2] for p in parts]) if has_cls else None)
     normals = torch.nn.functional.normalize(ns, dim=1, eps=1e-20).to(torch.float32)
-    sem = None
-    if has_cls:
-        known = classes >= 0
-        v = votes.clone()
-        v[:, ~known] = -1.0  # unknown parts only decide when nothing known touches the voxel
-        best = classes[v.argmax(dim=1)]
-        best[(votes[:, known].sum(1) <= 0) if bool(known.any()) else torch.ones(len(v), dtype=torch.bool)] = UNKNOWN_CLASS
-        sem = best
-    return key_to_ijk(keys), normals, sem
+    return key_to_ijk(keys), normals, _winning_class(votes, classes) if has_cls else None
+
+
+def _winning_class(votes: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+    """Class with the largest touching area per voxel; unknown parts only win where nothing known
+    touches the voxel. votes: (M, C) float64 area per class column; classes: (C,) sorted ids."""
+    known = classes >= 0
+    if not bool(known.any()):
+        return torch.full((len(votes),), UNKNOWN_CLASS, dtype=torch.int64)
+    v = votes.clone()
+    v[:, ~known] = -1.0
+    best = classes[v.argmax(dim=1)]
+    best[votes[:, known].sum(1) <= 0] = UNKNOWN_CLASS
+    return best
 
 
 def _voxelize_chunk(tris, cls, classes, shape_t, has_cls):

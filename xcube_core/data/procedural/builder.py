@@ -166,7 +166,8 @@ class SceneBuilder:
             x0, x1, y0, y1 = road.rect
             start, stop = (x0, x1) if road.along_x else (y0, y1)
             side = self.rng.choice([-1.0, 1.0])
-            kerb = ((y1 + 0.8) if side > 0 else (y0 - 0.8)) if road.along_x else ((x1 + 0.8) if side > 0 else (x0 - 0.8))
+            lo_edge, hi_edge = (y0, y1) if road.along_x else (x0, x1)
+            kerb = hi_edge + 0.8 if side > 0 else lo_edge - 0.8
             for t in np.arange(start + self.rng.uniform(2, spacing), stop - 1.0, spacing):
                 x, y = (t, kerb) if road.along_x else (kerb, t)
                 if not self.site.try_take((x - 0.4, x + 0.4, y - 0.4, y + 0.4)):
