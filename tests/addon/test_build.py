@@ -75,6 +75,9 @@ def test_bundled_wheels_install_through_blenders_installer(tmp_path):
     for tag in ("cp311", "cp313"):
         for plat in ("manylinux", "win_amd64", "macosx"):
             assert any(tag in w and plat in w for w in wheels if "grpcio" in w), (tag, plat)
+    # Install a Linux/CPython 3.11-only build (same code path, a tenth of the bytes to unpack).
+    zip_path = addon_cli.build_addon(tmp_path / "linux", wheels=True, offline=True,
+                                     python_versions=("3.11",), platforms=("linux-x64",))
     user = tmp_path / "user"
     script = textwrap.dedent(f"""
         import bpy, os
