@@ -141,3 +141,18 @@ def test_step_rejects_unknown_or_batched_timesteps():
         sched.step(x, 999, x, eta=-1.0)
     with pytest.raises(ValueError):
         DDPMScheduler(variance_type="learned")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("cls", [DDIMScheduler, DDPMScheduler])
+def test_cuda_sampling_with_a_cpu_generator_matches_cpu(cls):
+    sched = cls()
+    sched.set_timesteps(5)
+    model = lambda x_t, t: 0.1 * x_t  # noqa: E731
+
+    def sample(device):
+        g = torch.Generator().manual_seed(0)  # a CPU generator drives CUDA samples too
+        x = randn_like(torch.empty(3, 4, dtype=torch.float64, device=device), g)
+        return run(sched, x, model, 1.0, g).cpu()
+
+    torch.testing.assert_close(sample("cuda"), sample("cpu"))

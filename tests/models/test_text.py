@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import socket
 
@@ -184,6 +185,8 @@ def test_lru_cache_evicts_oldest_and_to_clears_it():
     assert enc.cache_info()["hits"] == hits + 1
     enc.to("cpu")
     assert enc.cache_info()["size"] == 0
+    clone = copy.deepcopy(enc)  # the lock and cached tensors are not copied
+    torch.testing.assert_close(clone.encode(["a"]).tokens, enc.encode(["a"]).tokens)
     off = HashTextEncoder(cache_size=0)
     off.encode(["a", "a"])
     assert off.cache_info()["size"] == 0

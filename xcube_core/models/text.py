@@ -146,7 +146,9 @@ class TextEmbedding:
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "TextEmbedding":
         """Move to ``device`` and cast the float parts to ``dtype`` (the mask stays bool)."""
         return TextEmbedding(
-            self.tokens.to(device=device, dtype=dtype), self.mask.to(device=device), self.pooled.to(device=device, dtype=dtype)
+            self.tokens.to(device=device, dtype=dtype),
+            self.mask.to(device=device),
+            self.pooled.to(device=device, dtype=dtype),
         )
 
     def pad_to(self, length: int) -> "TextEmbedding":
@@ -171,7 +173,9 @@ class TextEmbedding:
         length = max(e.tokens.shape[1] for e in embeddings)
         padded = [e.pad_to(length) for e in embeddings]
         return TextEmbedding(
-            torch.cat([e.tokens for e in padded]), torch.cat([e.mask for e in padded]), torch.cat([e.pooled for e in padded])
+            torch.cat([e.tokens for e in padded]),
+            torch.cat([e.mask for e in padded]),
+            torch.cat([e.pooled for e in padded]),
         )
 
 
@@ -235,16 +239,11 @@ class TextEncoder(nn.Module):
         """
         prompts = _check_prompts(prompts)
         entries = self._lookup(prompts)
-        length = max(tok.shape[0] for tok, _ in entries.values())
-        b, dev = len(prompts), self.device
-        tokens = torch.zeros(b, length, self.dim, device=dev)
-        mask = torch.zeros(b, length, dtype=torch.bool, device=dev)
-        pooled = torch.empty(b, self.dim, device=dev)
-        for i, prompt in enumerate(prompts):
-            tok, pool = entries[prompt]
-            tokens[i, : tok.shape[0]] = tok
-            mask[i, : tok.shape[0]] = True
-            pooled[i] = pool
+        per_prompt = [entries[p][0] for p in prompts]  # (L_i, D) each
+        tokens = nn.utils.rnn.pad_sequence(per_prompt, batch_first=True)  # (B, T, D), zero-padded
+        lengths = torch.tensor([t.shape[0] for t in per_prompt], device=tokens.device)
+        mask = torch.arange(tokens.shape[1], device=tokens.device) < lengths[:, None]  # (B, T)
+        pooled = torch.stack([entries[p][1] for p in prompts])  # (B, D)
         return TextEmbedding(tokens, mask, pooled)
 
     def forward(self, prompts: Sequence[str]) -> TextEmbedding:  # noqa: D102 - alias of encode
@@ -271,6 +270,16 @@ class TextEncoder(nn.Module):
     def _apply(self, fn, *args, **kwargs):  # .to()/.cuda()/.half(): cached tensors would be stale
         self.clear_cache()
         return super()._apply(fn, *args, **kwargs)
+
+    def __getstate__(self) -> dict[str, Any]:  # copy.deepcopy / pickle: no lock, no cached tensors
+        state = self.__dict__.copy()
+        state["_cache"] = collections.OrderedDict()
+        state.pop("_cache_lock", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self._cache_lock = threading.Lock()
 
     def _freeze(self) -> None:
         """Call at the end of a subclass ``__init__``: no grads, eval mode."""
@@ -393,7 +402,9 @@ class MiniLMTextEncoder(TextEncoder):
         try:
             from transformers import AutoModel, AutoTokenizer
         except ImportError as exc:
-            raise ModelLoadError(f"the MiniLM text encoder needs 'transformers' ({exc}); fix: pip install transformers") from exc
+            raise ModelLoadError(
+                f"the MiniLM text encoder needs 'transformers' ({exc}); fix: pip install transformers"
+            ) from exc
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
             self.model = AutoModel.from_pretrained(str(path), local_files_only=True)
@@ -643,7 +654,10 @@ class HashTextEncoder(TextEncoder):
 
     def config(self) -> dict[str, Any]:
         """``{"name", "dim", "vocab_size", "max_length", "seed"}``."""
-        return {"name": self.name, "dim": self.dim, "vocab_size": self.vocab_size, "max_length": self.max_length, "seed": self.seed}
+        return {
+            "name": self.name, "dim": self.dim, "vocab_size": self.vocab_size,
+            "max_length": self.max_length, "seed": self.seed,
+        }
 
 
 # ----------------------------------------------------------------------------- factory
@@ -685,8 +699,11 @@ def build_text_encoder(
     kwargs = {k: v for k, v in config.items() if k in allowed}
     encoder = TEXT_ENCODERS[name](**kwargs, cache_size=cache_size, device=device)
     if "dim" in config and int(config["dim"]) != encoder.dim:
-        raise ModelLoadError(f"text encoder {name!r} was recorded with dim {config['dim']}, rebuilt one has {encoder.dim}")
+        raise ModelLoadError(
+            f"text encoder {name!r} was recorded with dim {config['dim']}, the rebuilt one has {encoder.dim}"
+        )
     version = config.get("package_version")
     if version is not None and name == MiniLMTextEncoder.name and version != _package_version(MINILM_PACKAGE):
-        logger.warning("checkpoint used %s %s, installed is %s", MINILM_PACKAGE, version, _package_version(MINILM_PACKAGE))
+        installed = _package_version(MINILM_PACKAGE)
+        logger.warning("checkpoint used %s %s, installed is %s", MINILM_PACKAGE, version, installed)
     return encoder
