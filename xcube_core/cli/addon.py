@@ -32,7 +32,9 @@ log = logging.getLogger(__name__)
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 ADDON_DIR = ROOT / "blender_addon"
 CLIENT_DIR = ROOT / "xcube_client"
-CACHE_DIR = ROOT / ".cache" / "addon-wheels"
+# In a checkout: the repository's ignored .cache/; in an installed package: the user's cache folder.
+CACHE_DIR = (ROOT / ".cache" / "addon-wheels" if (ROOT / "pyproject.toml").is_file()
+             else pathlib.Path.home() / ".cache" / "xcube" / "addon-wheels")
 MANIFEST = "blender_manifest.toml"
 
 PYTHON_VERSIONS = ("3.11", "3.13")
