@@ -354,3 +354,17 @@ def test_tiny_model_accepts_the_refined_layout(addon, settings, server_factory):
     assert addon.jobs.wait_for_jobs(120)
     assert settings.status == "DONE", settings.message
     assert settings.levels_done == tiny.num_levels
+
+
+def test_the_timer_drains_the_queue_and_stops_when_idle(addon, settings, wait_until):
+    """What Blender's UI does: the operator registers the timer; each tick drains; idle ends it."""
+    jobs = addon.jobs
+    settings.levels = 1
+    assert bpy.ops.xcube.generate() == {"FINISHED"}
+    assert bpy.app.timers.is_registered(jobs._timer)
+    ticks = []
+    assert wait_until(lambda: ticks.append(jobs._timer()) or ticks[-1] is None, timeout=30)
+    assert settings.status == "DONE", settings.message
+    assert all(t == jobs.TIMER_INTERVAL for t in ticks[:-1])
+    jobs.stop_timer()
+    assert not bpy.app.timers.is_registered(jobs._timer)
