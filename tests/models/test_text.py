@@ -11,6 +11,7 @@ import torch
 
 from xcube_core.errors import ModelLoadError
 from xcube_core.models.text import (
+    ALIASES,
     HashTextEncoder,
     MiniLMTextEncoder,
     OpenCLIPTextEncoder,
@@ -113,6 +114,7 @@ def test_minilm_cache_hits_and_config(minilm):
     assert info["misses"] - before["misses"] == 3 and info["hits"] - before["hits"] == 2
     torch.testing.assert_close(again.pooled, first.pooled[[2, 0]])
     cfg = minilm.config()
+    assert ALIASES["minilm"] == cfg["name"]  # so {"name": "minilm"} builds this encoder too
     assert cfg["name"] == "minilm-l6-v2" and cfg["dim"] == 384 and json.loads(json.dumps(cfg)) == cfg
     torch.testing.assert_close(minilm.null(2).tokens, minilm.encode(["", ""]).tokens)
 
@@ -211,6 +213,7 @@ def test_factory_round_trip_and_errors(tiny_clip):
         assert type(rebuilt) is type(enc) and rebuilt.config() == enc.config()
         prompts = ["a windmill on a hill", ""]
         torch.testing.assert_close(rebuilt.encode(prompts).tokens, enc.encode(prompts).tokens)
+    assert isinstance(build_text_encoder({"name": "clip", "text_cfg": TINY_CLIP}), OpenCLIPTextEncoder)
     with pytest.raises(ModelLoadError, match="unknown text encoder"):
         build_text_encoder({"name": "bert-9000"})
     with pytest.raises(ModelLoadError, match="unknown keys"):

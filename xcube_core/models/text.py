@@ -44,6 +44,7 @@ from torch import nn
 from xcube_core.errors import ModelLoadError
 
 __all__ = [
+    "ALIASES",
     "HashTextEncoder",
     "MiniLMTextEncoder",
     "OpenCLIPTextEncoder",
@@ -666,6 +667,11 @@ TEXT_ENCODERS: dict[str, type[TextEncoder]] = {
     OpenCLIPTextEncoder.name: OpenCLIPTextEncoder,
     HashTextEncoder.name: HashTextEncoder,
 }
+ALIASES = {  # short names accepted by build_text_encoder; config() always records the canonical one
+    "minilm": MiniLMTextEncoder.name,
+    "all-minilm-l6-v2": MiniLMTextEncoder.name,
+    "clip": OpenCLIPTextEncoder.name,
+}
 _INFO_KEYS = {"name", "dim", "package", "package_version"}  # recorded for humans/checks, not arguments
 _ARG_KEYS = {
     MiniLMTextEncoder.name: {"model_dir", "max_length"},
@@ -680,7 +686,8 @@ def build_text_encoder(
     """Rebuild a text encoder from its ``config()`` (as recorded in a checkpoint).
 
     Args:
-        config: a dict with ``"name"`` in :data:`TEXT_ENCODERS` plus that encoder's arguments.
+        config: a dict with ``"name"`` in :data:`TEXT_ENCODERS` (or an alias in :data:`ALIASES`,
+            e.g. ``"minilm"``) plus that encoder's arguments.
         device: where to put the weights.
         cache_size: prompt cache capacity (a runtime choice, not part of the config).
 
@@ -689,9 +696,11 @@ def build_text_encoder(
     """
     if not isinstance(config, dict) or "name" not in config:
         raise ModelLoadError(f"a text encoder config must be a dict with a 'name', got {config!r}")
-    name = config["name"]
+    name = ALIASES.get(config["name"], config["name"])
     if name not in TEXT_ENCODERS:
-        raise ModelLoadError(f"unknown text encoder {name!r}; known: {sorted(TEXT_ENCODERS)}")
+        raise ModelLoadError(
+            f"unknown text encoder {config['name']!r}; known: {sorted(TEXT_ENCODERS)} (aliases: {sorted(ALIASES)})"
+        )
     allowed = _ARG_KEYS[name]
     unknown = sorted(set(config) - allowed - _INFO_KEYS)
     if unknown:
