@@ -119,3 +119,35 @@ def test_reference_files_round_trip(tmp_path):
     refs = runners.load_references(root, 1, split="val")
     assert refs[0].caption == "tall towers" and refs[0].level_at(1.0).voxel_size == 1.0
     assert refs[0].level_at(3.0) is refs[0].levels[-1]
+
+
+def test_generation_from_stored_samples(reference_dir, tmp_path):
+    # The same dataset as "generated" and reference: every sample has its exact copy.
+    gen = write_reference(tmp_path / "gen", [(row["caption"], row["seed"]) for row in read_manifest(reference_dir)],
+                          split="val")
+    out = tmp_path / "oracle.json"
+    assert main(["eval", "generation", "--reference", str(reference_dir), "--generated", str(gen), "--num", "6",
+                 "--out", str(out), "--no-progress"]) == 0
+    r = json.loads(out.read_text())
+    assert r["metrics"]["COV-CD"] == 1.0 and r["metrics"]["1-NNA-CD"] <= 0.5
+    assert r["generated"].endswith("(val)")
+
+
+def test_eval_with_tiny_pipeline(reference_dir, tmp_path):
+    """The real XCubePipeline.tiny() (random weights) through `xcube eval prompts` and `xcube eval vae`."""
+    pairs = tmp_path / "pairs.json"
+    pairs.write_text(json.dumps([{"attribute": "trees", "positive": "many trees", "negative": "no trees"}]))
+    out = tmp_path / "p.json"
+    assert main(["eval", "prompts", "--model", "tiny", "--pairs", str(pairs), "--seeds", "1", "--steps", "1",
+                 "--out", str(out), "--no-progress"]) == 0
+    r = json.loads(out.read_text())
+    assert r["model_id"] == "tiny-0" and r["summary"]["overall"]["trials"] == 1
+    (o,) = r["outcomes"]
+    assert o["statistic"] == "tree_fraction" and 0.0 <= o["positive_value"] <= 1.0
+    # The fake references use the tiny model's voxel sizes (2 m, 1 m), so both VAEs apply.
+    out = tmp_path / "v.json"
+    assert main(["eval", "vae", "--model", "tiny", "--reference", str(reference_dir), "--num", "1",
+                 "--out", str(out), "--no-progress"]) == 0
+    v = json.loads(out.read_text())
+    assert set(v["levels"]) == {"0", "1"}
+    assert all(0.0 <= lv["mean_iou"] <= 1.0 for lv in v["levels"].values())

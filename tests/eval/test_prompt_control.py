@@ -15,6 +15,7 @@ from xcube_core.eval.prompt_control import (
     BUILTIN_PAIRS,
     PromptPair,
     caption_corpus,
+    corpus_ngrams,
     level_statistics,
     load_pairs,
     outcome,
@@ -50,6 +51,13 @@ def test_level_statistics_without_semantics_or_buildings():
     assert empty["tree_fraction"] == 0.0
 
 
+def test_shared_ngrams():
+    corpus = ["a quiet suburban street with low houses", "a city park with a pond"]
+    assert shared_ngrams("houses on a quiet suburban street", corpus, n=3) == {("a", "quiet", "suburban"),
+                                                                           ("quiet", "suburban", "street")}
+    assert shared_ngrams("a lagoon", corpus, n=2) == set()
+
+
 def test_outcome_and_summary():
     pairs = [PromptPair("tall", "a", "b", "caption"), PromptPair("trees", "c", "d", "paraphrase")]
     hi, lo = {"building_height": 9.0, "tree_fraction": 0.2}, {"building_height": 3.0, "tree_fraction": 0.2}
@@ -75,12 +83,13 @@ def _words(text: str) -> set[str]:
 def test_paraphrases_never_occur_in_training_captions(corpus):
     vocab = set().union(*(_words(c) for c in corpus))
     captions = set(corpus)
+    grams = corpus_ngrams(corpus, 4)
     paraphrases = [p for p in BUILTIN_PAIRS if p.kind == "paraphrase"]
     assert {p.attribute for p in paraphrases} == set(ATTRIBUTES)
     for pair in paraphrases:
         for text in (pair.positive, pair.negative):
             assert text not in captions
-            assert shared_ngrams(text, corpus, n=4) == set(), text
+            assert shared_ngrams(text, grams, n=4) == set(), text
             assert _words(text) - vocab, f"{text!r} uses only training-caption words"
 
 

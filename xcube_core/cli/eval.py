@@ -54,6 +54,10 @@ def register(sub) -> None:
     _reference_args(g, default_num=100)
     g.add_argument("--seed", type=int, default=0, help="seed of scene 0; scene i uses seed+i (default 0)")
     g.add_argument("--prompt", default=None, help="one prompt for every scene (default: each reference's caption)")
+    g.add_argument("--generated", type=pathlib.Path, default=None, metavar="DIR",
+                   help="compare stored samples from this dataset folder instead of generating (e.g. the "
+                   "val split: what a perfect generator would score); --model is then ignored")
+    g.add_argument("--generated-split", default="val", help="split of --generated (default val)")
     g.add_argument("--points", type=int, default=2048, help="points sampled per shape (default 2048)")
     g.add_argument("--normalize", choices=("box", "sphere", "none"), default="box",
                    help="per-shape normalisation: box = [-1,1]^3 (LION/XCube, default), sphere = unit sphere")
@@ -138,6 +142,14 @@ def run_generation(args) -> int:
 
     _check_positive(num=args.num, points=args.points, steps=args.steps)
     refs = runners.load_references(args.reference, args.num, args.split)
+    if args.generated is not None:
+        gen = runners.load_references(args.generated, args.num, args.generated_split)
+        result = runners.evaluate_dataset_as_generated(
+            gen, refs, seed=args.seed, num_points=args.points, normalize=args.normalize, backend=args.backend,
+            progress=not args.no_progress)
+        result["generated"] = f"{args.generated} ({args.generated_split})"
+        result["reference"] = f"{args.reference} ({args.split})"
+        return _finish(result, args.out)
     pipe = runners.load_pipeline(args.model, args.device)
     result = runners.evaluate_generation(
         pipe, refs, seed=args.seed, steps=args.steps, guidance=args.guidance, prompt=args.prompt,

@@ -305,10 +305,15 @@ def _ngrams(text: str, n: int) -> set[tuple[str, ...]]:
     return {tuple(words[i:i + n]) for i in range(len(words) - n + 1)}
 
 
-def shared_ngrams(prompt: str, corpus: Iterable[str], n: int = 4) -> set[tuple[str, ...]]:
-    """Word n-grams of ``prompt`` that also occur in any caption of ``corpus`` (lower-cased)."""
-    mine = _ngrams(prompt, n)
+def corpus_ngrams(corpus: Iterable[str], n: int = 4) -> set[tuple[str, ...]]:
+    """All word n-grams of a caption corpus (lower-cased), for repeated `shared_ngrams` checks."""
     seen: set[tuple[str, ...]] = set()
     for c in corpus:
-        seen |= _ngrams(c, n) & mine
+        seen |= _ngrams(c, n)
     return seen
+
+
+def shared_ngrams(prompt: str, corpus: Iterable[str] | set[tuple[str, ...]], n: int = 4) -> set[tuple[str, ...]]:
+    """Word n-grams of ``prompt`` that also occur in ``corpus`` (captions, or `corpus_ngrams` of them)."""
+    grams = corpus if isinstance(corpus, set) else corpus_ngrams(corpus, n)
+    return _ngrams(prompt, n) & grams

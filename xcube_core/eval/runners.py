@@ -122,6 +122,35 @@ def _mean_fractions(levels: Sequence[Level | None], class_names: tuple[str, ...]
     return torch.stack(fr).mean(0) if fr else torch.zeros(len(class_names), dtype=torch.float64)
 
 
+def compare_sets(generated: Sequence[Level | None], reference: Sequence[Level], class_names: tuple[str, ...],
+                 *, seed: int = 0, num_points: int = 2048, normalize: str = "box", backend: str = "auto",
+                 progress: bool = True) -> dict[str, Any]:
+    """MMD / COV / 1-NNA (Chamfer) and class fractions between generated and reference levels.
+
+    Args:
+        generated: finest levels of the generated scenes; None or empty levels (failed scenes) become
+            a degenerate cloud at the origin, far from every real shape, so they count against the model.
+        reference: finest levels of the reference scenes.
+        class_names: class names of the semantics (for the class-fraction table).
+        seed: seeds the point sampling (generated with ``seed``, reference with ``seed + 1``).
+        num_points: points per shape.
+        normalize: per-shape normalisation (see `xcube_core.eval.pointclouds.normalize_points`).
+        backend: Chamfer backend (see `xcube_core.eval.metrics.pairwise_chamfer`).
+        progress: show progress bars.
+    """
+    t0 = time.perf_counter()
+    gen_pts = _clouds(generated, num_points, seed, normalize)
+    ref_pts = _clouds(reference, num_points, seed + 1, normalize)
+    metrics = M.distribution_metrics(gen_pts, ref_pts, backend=backend, progress=progress)
+    fg, fr = _mean_fractions(generated, class_names), _mean_fractions(reference, class_names)
+    return {
+        "metrics": metrics, "metric_seconds": time.perf_counter() - t0, "num_points": num_points,
+        "normalize": normalize,
+        "class_fractions": {"classes": list(class_names), "generated": fg.tolist(), "reference": fr.tolist(),
+                            "total_variation": M.histogram_distance(fg, fr)},
+    }
+
+
 def evaluate_generation(pipe, references: Sequence[Reference], *, seed: int = 0, steps: int = 25,
                         guidance: float = 3.0, prompt: str | None = None, num_points: int = 2048,
                         normalize: str = "box", backend: str = "auto", progress: bool = True) -> dict[str, Any]:
@@ -150,22 +179,33 @@ def evaluate_generation(pipe, references: Sequence[Reference], *, seed: int = 0,
     if any(not math.isclose(float(r.voxel_size), finest_vs, rel_tol=1e-6) for r in ref_levels):
         log.warning("reference data has no level at the model's finest voxel size %.4g m; comparing with "
                     "the references' finest level (shapes are normalised, resolution differs)", finest_vs)
-    t0 = time.perf_counter()
-    gen_pts = _clouds(generated, num_points, seed, normalize)
-    ref_pts = _clouds(ref_levels, num_points, seed + 1, normalize)
-    metrics = M.distribution_metrics(gen_pts, ref_pts, backend=backend, progress=progress)
-    names = tuple(pipe.class_names)
-    fg, fr = _mean_fractions(generated, names), _mean_fractions(ref_levels, names)
+    result = compare_sets(generated, ref_levels, tuple(pipe.class_names), seed=seed, num_points=num_points,
+                          normalize=normalize, backend=backend, progress=progress)
     return {
         "task": "generation", "model_id": getattr(pipe, "model_id", "?"), "num": len(references),
-        "seed": seed, "steps": steps, "guidance": guidance, "num_points": num_points, "normalize": normalize,
+        "seed": seed, "steps": steps, "guidance": guidance, **result,
         "finest_voxel_size": finest_vs, "reference_voxel_size": float(ref_levels[0].voxel_size),
-        "failed_scenes": sum(s["error"] is not None for s in scenes),
-        "metrics": metrics, "metric_seconds": time.perf_counter() - t0,
-        "class_fractions": {"classes": list(names), "generated": fg.tolist(), "reference": fr.tolist(),
-                            "total_variation": M.histogram_distance(fg, fr)},
-        "scenes": scenes,
+        "failed_scenes": sum(s["error"] is not None for s in scenes), "scenes": scenes,
     }
+
+
+def evaluate_dataset_as_generated(generated: Sequence[Reference], references: Sequence[Reference], *,
+                                  seed: int = 0, num_points: int = 2048, normalize: str = "box",
+                                  backend: str = "auto", progress: bool = True) -> dict[str, Any]:
+    """The same comparison with stored samples in place of generated ones.
+
+    With another split of the same dataset (e.g. val vs test) this measures what a perfect generator
+    would score with this many samples: the floor of 1-NNA and the ceiling of COV.
+    """
+    if not generated or not references:
+        raise InvalidInputError("need at least one generated and one reference sample")
+    levels = [g.levels[-1] for g in generated]
+    refs = [r.level_at(float(levels[0].voxel_size)) for r in references]
+    result = compare_sets(levels, refs, tuple(levels[0].class_names), seed=seed, num_points=num_points,
+                          normalize=normalize, backend=backend, progress=progress)
+    return {"task": "generation", "model_id": "stored samples", "num": len(references), "seed": seed, **result,
+            "finest_voxel_size": float(levels[0].voxel_size), "reference_voxel_size": float(refs[0].voxel_size),
+            "failed_scenes": 0, "scenes": [{"file": g.file, "prompt": g.caption} for g in generated]}
 
 
 def _grid_attributes(level: Level, device) -> tuple[Any, torch.Tensor | None, torch.Tensor | None]:
