@@ -32,6 +32,7 @@ import torch
 from xcube_core.classes import CLASS_NAMES
 from xcube_core.errors import DataError, InvalidInputError
 from xcube_core.io.openvdb_locator import import_openvdb
+from xcube_core.io.vdb_header import check_vdb_file
 from xcube_core.io.vdb_blocks import DEFAULT_BLOCK, BlockPartition, gather_active
 from xcube_core.level import Level
 
@@ -246,9 +247,7 @@ def _level_metadata(level: Level) -> dict[str, Any]:
 
 
 def _check_file(path: Any) -> None:
-    p = pathlib.Path(path)
-    if not p.is_file():
-        raise DataError(f"{p}: no such .vdb file")
+    check_vdb_file(path)  # refuses truncated headers, which make OpenVDB allocate without bound
 
 
 def _read_all(path: Any) -> tuple[list[Any], dict[str, Any]]:
