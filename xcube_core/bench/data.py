@@ -16,7 +16,8 @@ def add_arguments(parser) -> None:
                         "(8 subdivisions = 1,310,720 triangles)")
     parser.add_argument("--resolution", type=int, default=512, help="finest grid size (default 512)")
     parser.add_argument("--levels", type=int, default=3, help="hierarchy depth (default 3)")
-    parser.add_argument("--scenes", type=int, default=3, help="procedural scenes to time (seeds 0..N-1)")
+    parser.add_argument("--scenes", type=int, default=7,
+                        help="procedural scenes to time (seed i, style i mod 7; default one per style)")
     parser.add_argument("--repeat", type=int, default=1, help="mesh voxelisation repeats (median)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
 
@@ -43,7 +44,7 @@ def _mesh(shape: str):
 def run(args) -> int:
     import torch
 
-    from xcube_core.data.procedural import generate_scene
+    from xcube_core.data.procedural import STYLES, generate_scene
     from xcube_core.data.voxelize import voxelize_mesh
 
     if args.threads:
@@ -53,7 +54,8 @@ def run(args) -> int:
     runs = [_timed(lambda: voxelize_mesh(mesh, args.levels, "unit_box", args.resolution))
             for _ in range(max(1, args.repeat))]
     sample = runs[0][0]
-    scenes = [_timed(lambda s=s: generate_scene(s, num_levels=args.levels)) for s in range(args.scenes)]
+    scenes = [_timed(lambda s=s: generate_scene(s, num_levels=args.levels, style=STYLES[s % len(STYLES)]))
+              for s in range(args.scenes)]
     result = {
         "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
         "load_average_1min": [load_before, os.getloadavg()[0]],
@@ -72,12 +74,12 @@ def run(args) -> int:
     m, s = result["mesh"], result["scene"]
     print(f"xcube bench data: torch threads {result['torch_threads']} of {result['cpu_count']} cores, "
           f"load average {load_before:.1f} -> {result['load_average_1min'][1]:.1f}")
-    print(f"{'job':46}{'wall':>9}{'cpu':>9}  voxels per level (coarse -> fine)")
+    print(f"{'job':54}{'wall':>9}{'cpu':>9}  voxels per level (coarse -> fine)")
     mesh_label = f"{m['shape']} {m['triangles']:,} triangles -> {m['resolution']}^3, {m['levels']} levels"
-    print(f"{mesh_label:46}{m['wall_s']:8.2f}s{m['cpu_s']:8.2f}s  "
+    print(f"{mesh_label:54}{m['wall_s']:8.2f}s{m['cpu_s']:8.2f}s  "
           + ", ".join(f"{v:,}" for v in m["voxels_per_level"]))
     if scenes:
-        scene_label = f"procedural scene 64 m @ 0.25 m (median of {s['count']})"
-        print(f"{scene_label:46}{s['wall_s']:8.2f}s{s['cpu_s']:8.2f}s  "
+        scene_label = f"procedural scene 64 m @ 0.25 m (median of {s['count']} styles)"
+        print(f"{scene_label:54}{s['wall_s']:8.2f}s{s['cpu_s']:8.2f}s  "
               + ", ".join(f"{v:,.0f}" for v in s["voxels_per_level_mean"]))
     return 0
