@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import socket
+import threading
 
 import pytest
 import torch
@@ -142,19 +143,23 @@ def test_open_clip_seeded_init_leaves_global_rng_alone():
     assert torch.equal(a.tokens, b.tokens) and not torch.allclose(a.tokens, c.tokens)
 
 
-def test_open_clip_loads_local_weights_from_a_clip_state_dict(tmp_path, tiny_clip):
+def test_open_clip_loads_a_real_clip_checkpoint_and_matches_encode_text(tmp_path):
+    _torchvision_shim()
+    import open_clip
     from safetensors.torch import save_file
 
-    state = {k: v.clone() for k, v in tiny_clip.text.state_dict().items()}
-    state["visual.conv1.weight"] = torch.zeros(2, 2)  # a full CLIP file also holds the image tower
-    state["logit_scale"] = torch.tensor(4.6)
-    path = tmp_path / "clip.safetensors"
-    save_file(state, str(path))
+    with torch.random.fork_rng(devices=[]):
+        vision = {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 16}
+        clip = open_clip.CLIP(embed_dim=32, vision_cfg=vision, text_cfg=TINY_CLIP).eval()
+    path = tmp_path / "open_clip_model.safetensors"  # a full CLIP state dict: image tower, logit_scale, ...
+    save_file({k: v.contiguous() for k, v in clip.state_dict().items()}, str(path))
     loaded = OpenCLIPTextEncoder(text_cfg=TINY_CLIP, seed=99, weights_path=path)
-    prompts = ["a harbour town", ""]
-    torch.testing.assert_close(loaded.encode(prompts).tokens, tiny_clip.encode(prompts).tokens)
+    prompts = ["a harbour town", "tall glass towers at night", ""]
+    with torch.no_grad():
+        reference = clip.encode_text(open_clip.tokenize(prompts))  # CLIP's text feature = EOT projection
+    torch.testing.assert_close(loaded.encode(prompts).pooled, reference, atol=1e-5, rtol=1e-5)
     rebuilt = build_text_encoder(json.loads(json.dumps(loaded.config())))
-    torch.testing.assert_close(rebuilt.encode(prompts).pooled, tiny_clip.encode(prompts).pooled)
+    torch.testing.assert_close(rebuilt.encode(prompts).tokens, loaded.encode(prompts).tokens)
 
     wrong = dict(TINY_CLIP, width=16, heads=2)
     with pytest.raises(ModelLoadError, match="does not fit"):
@@ -192,6 +197,24 @@ def test_lru_cache_evicts_oldest_and_to_clears_it():
     off = HashTextEncoder(cache_size=0)
     off.encode(["a", "a"])
     assert off.cache_info()["size"] == 0
+
+
+def test_concurrent_encodes_agree():
+    enc = HashTextEncoder(cache_size=8)
+    prompts = [f"prompt {i % 12}" for i in range(48)]
+    expected = HashTextEncoder(cache_size=0).encode(prompts).pooled
+    results = [None] * 4
+
+    def work(k):
+        results[k] = enc.encode(prompts[k:] + prompts[:k]).pooled
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    for k, out in enumerate(results):
+        torch.testing.assert_close(out, torch.cat([expected[k:], expected[:k]]))
 
 
 def test_encode_validates_prompts_and_stays_frozen():
