@@ -60,6 +60,37 @@ def test_ply_with_labels(tmp_path):
     assert voxelize_points_file(npz, num_levels=2, voxel_size=0.5).levels[0].semantics.unique().tolist() == [4]
 
 
+def _write_ply(path, pts, normals, labels, binary: bool) -> None:
+    header = ["ply", f"format {'binary_little_endian' if binary else 'ascii'} 1.0", f"element vertex {len(pts)}",
+              *[f"property float {n}" for n in ("x", "y", "z", "nx", "ny", "nz")], "property uchar label",
+              "end_header"]
+    rows = np.zeros(len(pts), dtype=[(n, "<f4") for n in ("x", "y", "z", "nx", "ny", "nz")] + [("label", "u1")])
+    for i, n in enumerate("xyz"):
+        rows[n] = pts[:, i]
+        rows["n" + n] = normals[:, i]
+    rows["label"] = labels
+    with open(path, "wb") as f:
+        f.write(("\n".join(header) + "\n").encode())
+        if binary:
+            f.write(rows.tobytes())
+        else:
+            f.write("".join(" ".join(str(v) for v in r) + "\n" for r in rows.tolist()).encode())
+
+
+@pytest.mark.parametrize("binary", [False, True])
+def test_ply_properties_normals_and_labels(tmp_path, binary):
+    pts = _sphere_points(500).astype(np.float32)
+    normals = pts / 2.0
+    labels = (pts[:, 0] > 0).astype(np.uint8) + 3
+    path = tmp_path / "scan.ply"
+    _write_ply(path, pts, normals, labels, binary)
+    data = load_points(path)
+    assert np.allclose(data.points, pts, atol=1e-5) and np.allclose(data.normals, normals, atol=1e-5)
+    assert np.array_equal(data.labels, labels)
+    sample = voxelize_points_file(path, num_levels=2, voxel_size=0.5)
+    assert sample.metadata["normals_source"] == "given" and set(sample.levels[-1].semantics.tolist()) <= {3, 4}
+
+
 @pytest.mark.parametrize("content", [b"", b"ply\nformat ascii 1.0\nend_header\n"])
 def test_bad_point_files_raise_data_error(tmp_path, content):
     path = tmp_path / "bad.ply"

@@ -171,10 +171,11 @@ def _ply_points(path: pathlib.Path):
     pts = np.asarray(getattr(cloud, "vertices", np.zeros((0, 3))))
     raw = getattr(cloud, "metadata", {}).get("_ply_raw", {}).get("vertex", {}).get("data")
     nrm = lab = None
-    if raw is not None and raw.dtype.names:
-        names = raw.dtype.names
+    # binary PLY: a structured array; ASCII PLY: a dict of (N, 1) arrays
+    names = tuple(raw) if isinstance(raw, dict) else (getattr(getattr(raw, "dtype", None), "names", None) or ())
+    if names:
         if all(n in names for n in ("nx", "ny", "nz")):
-            nrm = np.stack([raw["nx"], raw["ny"], raw["nz"]], axis=1).reshape(-1, 3)
+            nrm = np.stack([np.asarray(raw[n]).reshape(-1) for n in ("nx", "ny", "nz")], axis=1)
         key = _first({n: n for n in names}, ("label", "class", "semantic", "semantics", "scalar_label"))
         if key is not None:
             lab = np.asarray(raw[key]).reshape(-1)
