@@ -72,6 +72,8 @@ def blocky_mesh(level: Any):
     import trimesh
 
     ijk = to_numpy(level.ijk, np.int64).reshape(-1, 3)
+    if len(ijk) == 0:
+        return trimesh.Trimesh(vertices=np.zeros((0, 3)), faces=np.zeros((0, 3), np.int64))
     colors = class_colors(level.semantics, len(ijk))
     lookup = VoxelLookup(ijk)
     corners, normals = _face_table()
