@@ -142,3 +142,21 @@ def test_evaluate_prompts_counts_failed_scenes_as_empty():
     r = evaluate_prompts(pipe, [PromptPair("tall", "tall towers", "low houses")], seeds=[0], progress=False)
     assert r["summary"]["overall"]["success_rate"] == 1.0
     assert len(r["failed"]) == 1 and "empty" in r["failed"][0]["error"]
+
+
+@pytest.mark.parametrize("attribute, style, plus, minus", [
+    ("tall", "downtown", {"building_height": 26.0}, {"building_height": 8.0}),
+    ("trees", "suburban", {"tree_count": 30}, {"tree_count": 0}),
+    ("water", "park", {"has_water": True}, {"has_water": False}),
+    ("dense", "downtown", {"building_density": 1.0}, {"building_density": 0.0}),
+])
+def test_statistics_follow_procedural_scene_attributes(attribute, style, plus, minus):
+    """On real procedural scenes (same seed, one parameter changed) each statistic moves the right way."""
+    from xcube_core.data.procedural import SceneConfig, generate_scene
+
+    cfg = SceneConfig(extent=(32.0, 32.0), height=32.0, voxel_size=0.5)
+    pair = PromptPair(attribute, "with", "without")
+    with_attr = generate_scene(3, cfg, num_levels=1, style=style, **plus).levels[-1]
+    without = generate_scene(3, cfg, num_levels=1, style=style, **minus).levels[-1]
+    o = outcome(pair, 3, level_statistics(with_attr), level_statistics(without))
+    assert o.success, o
