@@ -253,3 +253,20 @@ def test_killing_the_server_mid_stream_gives_a_clear_unavailable():
     finally:
         proc.kill()
         proc.wait(10)
+
+
+def test_cancel_stops_the_model_pipeline_within_a_step(model_pipeline, serve):
+    server = serve(model_pipeline)
+    client = XCubeClient(server.address)
+    steps_seen = []
+
+    def on_progress(level, step, total):
+        steps_seen.append(step)
+        client.cancel()
+
+    with pytest.raises(GenerationCancelledError):
+        list(client.generate("cancel me", steps=500, outputs=("raw",), progress=on_progress))
+    _wait_for(lambda: not server.worker.busy.is_set(), timeout=30, what="the worker to stop")
+    (level,) = client.generate("next", steps=1, num_levels=1, outputs=("raw",))
+    assert level.index == 0 and len(steps_seen) <= 3
+    client.close()

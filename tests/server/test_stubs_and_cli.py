@@ -110,3 +110,41 @@ def test_python_m_server_stops_gracefully_on_sigterm():
     finally:
         proc.kill()
         proc.wait(10)
+
+
+def _start_cli_server(args):
+    import re
+
+    proc = subprocess.Popen([sys.executable, "-m", "server", *args], cwd=ROOT, env=ENV, stderr=subprocess.PIPE,
+                            text=True)
+    lines = []
+    for line in proc.stderr:
+        lines.append(line)
+        found = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
+        if found:
+            return proc, int(found.group(1))
+    proc.wait(10)
+    raise AssertionError("server did not start:\n" + "".join(lines))
+
+
+def test_python_m_server_tiny_end_to_end(model_pipeline):
+    import signal
+
+    from xcube_client import XCubeClient
+
+    if isinstance(model_pipeline, FakePipeline):
+        pytest.skip("XCubePipeline.tiny() has not landed")
+    proc, port = _start_cli_server(["--cpu", "--tiny", "--port", "0", "--max-queue", "2"])
+    try:
+        client = XCubeClient(f"127.0.0.1:{port}")
+        client.wait_until_serving(120)
+        info = client.info()
+        assert info.model_loaded and info.limits["max_queue"] == 2 and info.device == "cpu"
+        (level,) = client.generate("a tiny test scene", steps=1, num_levels=1, outputs=("raw",))
+        assert level.index == 0 and level.num_voxels == level.artifacts["ijk"].shape[0]
+        client.close()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    finally:
+        proc.kill()
+        proc.wait(10)
