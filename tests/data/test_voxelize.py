@@ -197,3 +197,20 @@ def test_broken_and_empty_meshes_raise_data_error_naming_the_file(tmp_path):
     for path in (bad, empty):
         with pytest.raises(DataError, match=path.name):
             voxelize_mesh_file(path, num_levels=2, resolution=16)
+
+
+def test_non_finite_faces_are_dropped_and_huge_triangles_split():
+    m = trimesh.creation.box((1.0, 1.0, 1.0))
+    v = np.vstack([m.vertices, [[np.nan, 0.0, 0.0]]])
+    f = np.vstack([m.faces, [[0, 1, len(v) - 1]]])
+    clean = voxelize_mesh(_mesh(m), num_levels=2, resolution=32)
+    dirty = voxelize_mesh(MeshData(v, f, None, ["box"]), num_levels=2, resolution=32)
+    assert torch.equal(clean.levels[-1].ijk, dirty.levels[-1].ijk)
+    # one triangle spanning a 256^3 grid: every voxel centre of the result is near its plane
+    tri = np.array([[[0.5, 0.5, 0.5], [255.5, 0.5, 100.0], [0.5, 255.5, 200.0]]])
+    ijk, normals, _ = voxelize_triangles(tri, (256, 256, 256))
+    n = np.cross(tri[0, 1] - tri[0, 0], tri[0, 2] - tri[0, 0])
+    n /= np.linalg.norm(n)
+    dist = np.abs((ijk.numpy() + 0.5 - tri[0, 0]) @ n)
+    assert dist.max() <= np.abs(n).sum() / 2 + 1e-4  # within the cube's support radius of the plane
+    assert torch.allclose(normals, torch.from_numpy(n).float().expand_as(normals), atol=1e-5)

@@ -26,7 +26,8 @@ from xcube_core.level import Level
 logger = logging.getLogger(__name__)
 
 MAX_EDGE = 3.0  # voxels; longer triangles are split before the overlap test
-_CHUNK_CANDIDATES = 1 << 21
+_CHUNK_CANDIDATES = 1 << 21  # candidate voxels tested per chunk
+_CHUNK_PIECES = 1 << 21  # split triangles held at once
 
 
 def split_large_triangles(tris: torch.Tensor, cls: torch.Tensor, max_edge: float = MAX_EDGE):
@@ -130,17 +131,17 @@ def voxelize_triangles(tris: np.ndarray | torch.Tensor, shape, face_class=None, 
     has_cls = face_class is not None
     cls = torch.as_tensor(face_class if has_cls else np.zeros(len(tris)), dtype=torch.int64)
     area2 = torch.cross(tris[:, 1] - tris[:, 0], tris[:, 2] - tris[:, 0], dim=1).norm(dim=1)
-    inside = (tris.amax(dim=1) >= 0).all(1) & (tris.amin(dim=1) < shape_t).all(1) & (area2 > 1e-12)
-    tris, cls = split_large_triangles(tris[inside], cls[inside])
+    keep = (tris.amax(dim=1) >= 0).all(1) & (tris.amin(dim=1) < shape_t).all(1) & (area2 > 1e-12)
+    tris, cls = tris[keep], cls[keep]  # NaN vertices fail the comparisons and are dropped too
     classes = torch.unique(cls) if has_cls else torch.zeros(1, dtype=torch.int64)
+    # how many pieces each face becomes once split to MAX_EDGE: 4 ** ceil(log2(edge / MAX_EDGE))
+    edge = (tris - tris.roll(1, dims=1)).norm(dim=2).amax(dim=1)
+    pieces = 4.0 ** torch.log2(edge / MAX_EDGE).ceil().clamp(min=0)
     parts = []
-    # chunks of about _CHUNK_CANDIDATES candidate voxels keep memory bounded
-    cum = torch.cumsum(_box_dims(tris, shape_t)[1].prod(dim=1), 0)
-    n_chunks = int(cum[-1]) // _CHUNK_CANDIDATES + 1 if len(cum) else 0
-    edges = [0, *torch.searchsorted(cum, torch.arange(1, n_chunks) * _CHUNK_CANDIDATES).tolist(), len(tris)]
-    for a, b in zip(edges[:-1], edges[1:]):
-        if b > a:
-            parts.append(_voxelize_chunk(tris[a:b], cls[a:b], classes, shape_t, has_cls))
+    for a, b in _chunks(pieces, _CHUNK_PIECES):  # split and test a bounded number of pieces at a time
+        sub, sub_cls = split_large_triangles(tris[a:b], cls[a:b])
+        for c, d in _chunks(_box_dims(sub, shape_t)[1].prod(dim=1), _CHUNK_CANDIDATES):
+            parts.append(_voxelize_chunk(sub[c:d], sub_cls[c:d], classes, shape_t, has_cls))
         if progress is not None:
             progress(b / max(1, len(tris)))
     if not parts:
@@ -150,6 +151,17 @@ def voxelize_triangles(tris: np.ndarray | torch.Tensor, shape, face_class=None, 
                               torch.cat([p[2] for p in parts]) if has_cls else None)
     normals = torch.nn.functional.normalize(ns, dim=1, eps=1e-20).to(torch.float32)
     return key_to_ijk(keys), normals, _winning_class(votes, classes) if has_cls else None
+
+
+def _chunks(weights: torch.Tensor, budget: int) -> list[tuple[int, int]]:
+    """Consecutive ranges [a, b) whose summed ``weights`` stay near ``budget`` (one row at least)."""
+    if len(weights) == 0:
+        return []
+    cum = torch.cumsum(weights.to(torch.float64), 0)
+    n = int(cum[-1].item() // budget) + 1
+    cuts = torch.searchsorted(cum, torch.arange(1, n, dtype=torch.float64) * budget).tolist()
+    bounds = sorted({0, *[min(c + 1, len(weights)) for c in cuts], len(weights)})
+    return list(zip(bounds[:-1], bounds[1:]))
 
 
 def _winning_class(votes: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
@@ -206,7 +218,10 @@ def voxelize_mesh(mesh: MeshData, num_levels: int = 3, mode: str = "unit_box", r
     """
     start = time.perf_counter()
     v = mesh.vertices
-    norm = normalize.fit(v.min(0), v.max(0), mode, num_levels, resolution, voxel_size)
+    finite = v[np.isfinite(v).all(axis=1)]
+    if len(finite) == 0:
+        raise DataError("mesh has no finite vertices")
+    norm = normalize.fit(finite.min(0), finite.max(0), mode, num_levels, resolution, voxel_size)
     tris = norm.to_voxel(v)[mesh.faces]
     ijk, normals, sem = voxelize_triangles(tris, norm.shape, mesh.face_class, progress)
     if len(ijk) == 0:
