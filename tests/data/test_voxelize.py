@@ -164,8 +164,8 @@ def test_metric_mode_keeps_metres():
 def test_semantics_from_part_names(tmp_path):
     scene = trimesh.Scene()
     walls = trimesh.creation.box((1.0, 1.0, 1.0))
-    roof = trimesh.creation.box((1.2, 1.2, 0.2))
-    roof.apply_translation((0, 0, 0.6))
+    roof = trimesh.creation.box((1.2, 0.2, 1.2))
+    roof.apply_translation((0, 0.6, 0))  # glTF is +Y up: the roof sits on top once turned to +Z up
     scene.add_geometry(walls, geom_name="house_walls")
     scene.add_geometry(roof, geom_name="Roof_tiles")
     path = tmp_path / "house.glb"
@@ -173,6 +173,7 @@ def test_semantics_from_part_names(tmp_path):
     mesh = load_mesh(path)
     assert sorted(set(mesh.face_class.tolist())) == [CLASS_NAMES.index("building"), CLASS_NAMES.index("roof")]
     sample = voxelize_mesh_file(path, num_levels=2, resolution=32)
+    assert sample.metadata["up_axis_in_file"] == "y"
     for level in sample.levels:
         top = level.ijk[:, 2] >= level.ijk[:, 2].max() - 0
         assert (level.semantics[top] == CLASS_NAMES.index("roof")).all()
@@ -214,3 +215,16 @@ def test_non_finite_faces_are_dropped_and_huge_triangles_split():
     dist = np.abs((ijk.numpy() + 0.5 - tri[0, 0]) @ n)
     assert dist.max() <= np.abs(n).sum() / 2 + 1e-4  # within the cube's support radius of the plane
     assert torch.allclose(normals, torch.from_numpy(n).float().expand_as(normals), atol=1e-5)
+
+
+def test_up_axis_conversion(tmp_path):
+    m = trimesh.creation.box((0.2, 2.0, 0.4))  # tall along +Y
+    m.export(tmp_path / "post.glb")
+    m.export(tmp_path / "post.stl")
+    ext = {}
+    for name, up in (("post.glb", None), ("post.stl", None), ("post.stl", "y")):
+        v = load_mesh(tmp_path / name, up_axis=up).vertices
+        ext[(name, up)] = np.ptp(v, axis=0)
+    assert ext[("post.glb", None)] == pytest.approx([0.2, 0.4, 2.0])  # glTF: +Y up -> +Z up
+    assert ext[("post.stl", None)] == pytest.approx([0.2, 2.0, 0.4])  # others: already +Z up
+    assert ext[("post.stl", "y")] == pytest.approx([0.2, 0.4, 2.0])

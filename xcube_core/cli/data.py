@@ -84,6 +84,9 @@ def _register_voxelize(dsub, fmt) -> None:
     p.add_argument("--voxel-size", type=float, default=0.1, help="metric mode: finest voxel in metres")
     p.add_argument("--class-map", type=pathlib.Path, default=None, metavar="JSON",
                    help='extra part-name rules, e.g. {"glass": "building", "lawn": "ground"}')
+    p.add_argument("--up-axis", choices=("z", "y"), default=None,
+                   help="the meshes' up axis, turned to +Z (default: y for .glb/.gltf as their spec says, "
+                   "z otherwise)")
     p.add_argument("--caption", default="", help="caption for every sample")
     p.add_argument("--captions", default=None, metavar="JSON",
                    help="captions per input: a JSON object {file stem: caption}; a sidecar FILE.txt "
@@ -152,7 +155,8 @@ def run_voxelize(args) -> int:
             caption = sidecar.read_text(encoding="utf-8").strip()
         tasks.append(Task("asset", name, {
             "path": str(path), "num_levels": args.levels, "mode": args.mode, "resolution": args.resolution,
-            "voxel_size": args.voxel_size, "class_map": class_map, "caption": caption}, args.split))
+            "voxel_size": args.voxel_size, "class_map": class_map, "caption": caption,
+            "up_axis": args.up_axis}, args.split))
     with _progress_bar(len(tasks), "voxelize") as bar:
         rows, failures = run_tasks(tasks, args.out, args.workers, progress=lambda r: bar.update(1))
     return _finish(rows, failures, args.out)

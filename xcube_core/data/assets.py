@@ -61,12 +61,14 @@ class MeshData:
         faces: Shape: (F, 3), int64.
         face_class: Shape: (F,), int64 (`UNKNOWN_CLASS` where unknown) or None when no part matched.
         part_names: names of the parts that were found.
+        up_axis: the file's up axis before conversion to +Z up ("z" or "y").
     """
 
     vertices: np.ndarray
     faces: np.ndarray
     face_class: np.ndarray | None
     part_names: list[str]
+    up_axis: str = "z"
 
 
 def _part_name(scene, node: str, geom_name: str, geom) -> str:
@@ -74,8 +76,23 @@ def _part_name(scene, node: str, geom_name: str, geom) -> str:
     return " ".join(str(v) for v in (node, geom_name, getattr(material, "name", None) or "") if v)
 
 
-def load_mesh(path: str | os.PathLike, class_map: dict[str, str] | None = None) -> MeshData:
-    """Load a mesh or scene file, flattening the scene graph (transforms applied).
+Y_UP_SUFFIXES = (".glb", ".gltf")  # glTF is +Y up by specification
+
+
+def default_up_axis(path: str | os.PathLike) -> str:
+    """"y" for glTF files (their spec says +Y up), "z" for everything else (our convention)."""
+    return "y" if pathlib.Path(path).suffix.lower() in Y_UP_SUFFIXES else "z"
+
+
+def load_mesh(path: str | os.PathLike, class_map: dict[str, str] | None = None,
+              up_axis: str | None = None) -> MeshData:
+    """Load a mesh or scene file, flattening the scene graph (transforms applied), in +Z-up world.
+
+    Args:
+        path: the file.
+        class_map: extra part-name rules (see `class_of_part`).
+        up_axis: the file's up axis, "z" or "y" (turned to +Z as Blender's importers do:
+            (x, y, z) -> (x, -z, y)); None = `default_up_axis`.
 
     Raises:
         DataError: unreadable file, or no triangles in it.
@@ -112,8 +129,13 @@ def load_mesh(path: str | os.PathLike, class_map: dict[str, str] | None = None) 
     if not faces:
         raise DataError(f"{path}: no triangles found (empty mesh or only points/lines)")
     face_class = np.concatenate(classes)
-    return MeshData(np.concatenate(verts), np.concatenate(faces),
-                    face_class if (face_class >= 0).any() else None, names)
+    vertices = np.concatenate(verts)
+    up = up_axis or default_up_axis(path)
+    if up == "y":
+        vertices = np.stack([vertices[:, 0], -vertices[:, 2], vertices[:, 1]], axis=1)
+    elif up != "z":
+        raise ValueError(f"up_axis must be 'z' or 'y', got {up_axis!r}")
+    return MeshData(vertices, np.concatenate(faces), face_class if (face_class >= 0).any() else None, names, up)
 
 
 @dataclasses.dataclass

@@ -191,7 +191,7 @@ class VoxelSample:
         return self.levels[-1].class_names if self.levels else CLASS_NAMES
 
     def dilation_targets(self) -> list[torch.Tensor]:
-        """Early-dilation target ijk for each coarse level (0 .. L-2), from the finest level."""
-        fine = self.levels[-1].ijk
-        n = self.num_levels
-        return [early_dilation_targets(fine, 2 ** (n - 1 - lvl)) for lvl in range(n - 1)]
+        """Early-dilation target ijk for every level but the last (the finest loaded), from it."""
+        finest = self.levels[-1]
+        ratios = [round(float(lvl.voxel_size) / float(finest.voxel_size)) for lvl in self.levels[:-1]]
+        return [early_dilation_targets(finest.ijk, r) for r in ratios]

@@ -75,13 +75,14 @@ def voxelize_any(path: str, **kw):
 
     suffix = pathlib.Path(path).suffix.lower()
     class_map = kw.pop("class_map", None)
+    up_axis = kw.pop("up_axis", None)
     if suffix == ".npz" or (suffix == ".ply" and _ply_is_points(path)):
         if kw.get("mode") is None:
             kw["mode"] = "metric"
         return voxelize_points_file(path, **kw)
     if kw.get("mode") is None:
         kw["mode"] = "unit_box"
-    return voxelize_mesh_file(path, class_map=class_map, **kw)
+    return voxelize_mesh_file(path, class_map=class_map, up_axis=up_axis, **kw)
 
 
 def _ply_is_points(path: str) -> bool:

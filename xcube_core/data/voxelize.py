@@ -228,7 +228,7 @@ def voxelize_mesh(mesh: MeshData, num_levels: int = 3, mode: str = "unit_box", r
         raise DataError("mesh has no triangle area inside the grid (degenerate or empty)")
     finest = Level(index=num_levels - 1, ijk=ijk, voxel_size=norm.voxel_size, normals=normals, semantics=sem)
     meta = {"kind": "mesh", "normalization": norm.as_metadata(), "grid_shape": list(norm.shape),
-            "num_faces": int(len(mesh.faces)), "parts": mesh.part_names[:64],
+            "num_faces": int(len(mesh.faces)), "parts": mesh.part_names[:64], "up_axis_in_file": mesh.up_axis,
             "has_semantics": sem is not None}
     levels = build_hierarchy(finest, num_levels)
     meta["seconds"] = time.perf_counter() - start
@@ -236,9 +236,13 @@ def voxelize_mesh(mesh: MeshData, num_levels: int = 3, mode: str = "unit_box", r
 
 
 def voxelize_mesh_file(path, num_levels: int = 3, mode: str = "unit_box", resolution: int = 512,
-                       voxel_size: float = 0.1, class_map=None, caption: str = "") -> VoxelSample:
-    """Load and voxelise one mesh file. Raises `DataError` (naming the file) for broken/empty files."""
-    mesh = load_mesh(path, class_map)
+                       voxel_size: float = 0.1, class_map=None, caption: str = "",
+                       up_axis: str | None = None) -> VoxelSample:
+    """Load and voxelise one mesh file. Raises `DataError` (naming the file) for broken/empty files.
+
+    ``up_axis`` is the file's up axis ("z" or "y"; None: "y" for glTF, else "z").
+    """
+    mesh = load_mesh(path, class_map, up_axis)
     try:
         sample = voxelize_mesh(mesh, num_levels, mode, resolution, voxel_size)
     except DataError as exc:
