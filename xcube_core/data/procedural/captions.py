@@ -29,7 +29,7 @@ STYLE_PHRASES = {
 
 _HEIGHT_ADJ = {
     "tall": ("tall", "high-rise", "towering", "soaring"),
-    "mid": ("mid-rise", "medium-height", "four-storey", "mid-sized"),
+    "mid": ("mid-rise", "medium-height", "three-storey", "mid-sized"),
     "low": ("low", "single-storey", "small", "low-rise"),
 }
 _TALL_SPECIAL = ("tall glass towers", "skyscrapers", "high-rise towers", "tall office towers")
