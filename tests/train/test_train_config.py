@@ -75,3 +75,22 @@ def test_precision_resolution():
     if flags is not None:  # detected from the CPU flags, not assumed
         assert cpu_has_native_bf16() == ("avx512_bf16" in flags or "amx_bf16" in flags)
     assert resolve_precision("auto", cpu) == ("bf16" if cpu_has_native_bf16() else "fp32")
+
+
+def test_move_to_device_keeps_containers():
+    import collections
+    import dataclasses
+
+    from xcube_core.train.trainer import move_to_device
+
+    Pair = collections.namedtuple("Pair", "a b")
+
+    @dataclasses.dataclass
+    class Item:
+        x: torch.Tensor
+        tag: str
+
+    batch = {"p": Pair(torch.ones(2), [torch.zeros(1), "s"]), "i": Item(torch.arange(3), "t"), "n": 3}
+    moved = move_to_device(batch, torch.device("cpu"))
+    assert isinstance(moved["p"], Pair) and isinstance(moved["i"], Item) and moved["n"] == 3
+    assert torch.equal(moved["p"].a, torch.ones(2)) and moved["p"].b[1] == "s" and moved["i"].tag == "t"

@@ -62,6 +62,8 @@ def register(sub) -> None:
                       help="auto (default) = bf16 where the hardware supports it natively, else fp32")
     parser.add_argument("-o", "--task-option", dest="task_options", action="append", default=[], metavar="KEY=VALUE",
                         help="task/model option (YAML value), repeatable, e.g. -o latent_channels=8")
+    parser.add_argument("--ddp-find-unused", dest="ddp_find_unused", action="store_const", const=True, default=None,
+                        help="torchrun: tolerate parameters without gradient in a step (slower)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (log lines instead)")
     parser.add_argument("--no-tensorboard", action="store_true", help="do not write OUT/tb")
     parser.set_defaults(func=run)
@@ -109,7 +111,7 @@ def resolve(args: argparse.Namespace) -> tuple[dict, dict]:
         file_train, file_task = load_config_file(args.config)
         train.update(file_train)
         task.update(file_task)
-    train.update({k: getattr(args, k) for k in (*_TRAIN_OPTIONS, "precision") if getattr(args, k) is not None})
+    train.update({k: getattr(args, k) for k in (*_TRAIN_OPTIONS, "precision", "ddp_find_unused") if getattr(args, k) is not None})
     task.update(_parse_task_options(args.task_options))
     return train, task
 

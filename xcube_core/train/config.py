@@ -59,6 +59,8 @@ class TrainConfig:
         seed: seeds the model init, the data order and the loss generator.
         num_workers: DataLoader worker processes.
         export_at_end: write the inference model (EMA weights) to ``out/model`` when training ends.
+        ddp_find_unused: let DDP tolerate parameters that get no gradient in a step (costs a graph
+            walk per step; needed when a model skips a head, e.g. text layers on dropped prompts).
     """
 
     lr: float = 2e-4
@@ -80,6 +82,7 @@ class TrainConfig:
     seed: int = 0
     num_workers: int = 0
     export_at_end: bool = True
+    ddp_find_unused: bool = False
 
     def __post_init__(self) -> None:
         def bad(name: str, expected: str) -> InvalidInputError:

@@ -99,7 +99,9 @@ def move_to_device(batch: Any, device: torch.device) -> Any:
         return batch.to(device, non_blocking=True)
     if isinstance(batch, dict):
         return {k: move_to_device(v, device) for k, v in batch.items()}
-    if isinstance(batch, (list, tuple)) and not hasattr(batch, "_fields"):
+    if isinstance(batch, tuple) and hasattr(batch, "_fields"):  # namedtuple
+        return type(batch)(*(move_to_device(v, device) for v in batch))
+    if isinstance(batch, (list, tuple)):
         return type(batch)(move_to_device(v, device) for v in batch)
     if dataclasses.is_dataclass(batch) and not isinstance(batch, type):
         return dataclasses.replace(batch, **{f.name: move_to_device(getattr(batch, f.name), device)
@@ -279,7 +281,8 @@ class Trainer:
         if info.distributed:
             from torch.nn.parallel import DistributedDataParallel
 
-            run.wrapped = DistributedDataParallel(run.model, device_ids=[device] if device.type == "cuda" else None)
+            run.wrapped = DistributedDataParallel(run.model, device_ids=[device] if device.type == "cuda" else None,
+                                                  find_unused_parameters=self.config.ddp_find_unused)
         result = TrainResult(step=run.step, losses=[], checkpoint=run.checkpoint)
         monitor = Monitor(self.out_dir, run.step, self.config.max_steps, enabled=info.is_main,
                           progress=self.progress, tensorboard=self.tensorboard)
@@ -359,14 +362,16 @@ class Trainer:
         return value, logs
 
     def _reduce_window(self, run: _Run, window: dict[str, float]) -> dict[str, float]:
+        """Window means; the loss is averaged over ranks (other logs are rank 0's: tasks may log
+        different keys on different ranks, and a collective over mismatched keys would hang)."""
         count = window.pop("_n", 1.0)
-        keys = sorted(window)
-        values = torch.tensor([window[k] / count for k in keys], dtype=torch.float64)
+        means = {k: v / count for k, v in window.items()}
         if run.info.distributed:
-            values = values.to(run.device if run.info.backend == "nccl" else "cpu")
-            dist.all_reduce(values)
-            values = values.cpu() / run.info.world_size
-        return dict(zip(keys, values.tolist()))
+            t = torch.tensor([means["loss"]], dtype=torch.float64,
+                             device=run.device if run.info.backend == "nccl" else "cpu")
+            dist.all_reduce(t)
+            means["loss"] = float(t.item()) / run.info.world_size
+        return means
 
     def _should_stop(self, run: _Run) -> bool:
         flag = self._signal is not None
