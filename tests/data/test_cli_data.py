@@ -61,3 +61,11 @@ def test_voxelize_skips_broken_files(tmp_path, capsys):
 def test_voxelize_with_nothing_to_do_is_a_clear_error(tmp_path, capsys):
     assert main(["data", "voxelize", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
     assert "no mesh or point-cloud files" in capsys.readouterr().err
+
+
+def test_bad_sizes_are_clear_errors(tmp_path, capsys):
+    assert main(["data", "voxelize", str(tmp_path), "--out", str(tmp_path / "o"), "--resolution", "100",
+                 "--levels", "4"]) == 2
+    assert "multiple of 2**(levels-1) = 8" in capsys.readouterr().err
+    assert main(["data", "procedural", "--out", str(tmp_path / "p"), "--count", "1", "--voxel-size", "0"]) == 2
+    assert "--voxel-size must be > 0" in capsys.readouterr().err

@@ -110,6 +110,15 @@ def _finish(rows: list, failures: list, out: pathlib.Path) -> int:
     return 0 if rows or not failures else 2
 
 
+def _check_sizes(levels: int, resolution: int, voxel_size: float) -> None:
+    m = 2 ** (levels - 1)
+    if resolution < m or resolution % m:
+        raise InvalidInputError(f"--resolution must be a multiple of 2**(levels-1) = {m} with {levels} levels, "
+                                f"got {resolution}; try {max(m, round(resolution / m) * m)}")
+    if not voxel_size > 0:
+        raise InvalidInputError(f"--voxel-size must be > 0 metres, got {voxel_size}")
+
+
 def run_procedural(args) -> int:
     from xcube_core.data.jobs import Task, run_tasks
     from xcube_core.data.procedural.scene import split_seed
@@ -118,6 +127,9 @@ def run_procedural(args) -> int:
         raise InvalidInputError(f"--count must be >= 1, got {args.count}")
     if not 1 <= args.levels <= 8:
         raise InvalidInputError(f"--levels must be in 1..8, got {args.levels}")
+    _check_sizes(args.levels, args.resolution if args.objects else 2 ** (args.levels - 1), args.voxel_size)
+    if min(args.extent) <= 0 or args.height <= 0:
+        raise InvalidInputError(f"--extent and --height must be > 0 metres, got {args.extent} and {args.height}")
     tasks = []
     for i in range(args.start, args.start + args.count):
         seed = split_seed(args.split, i)
@@ -139,6 +151,7 @@ def run_voxelize(args) -> int:
 
     if not 1 <= args.levels <= 8:
         raise InvalidInputError(f"--levels must be in 1..8, got {args.levels}")
+    _check_sizes(args.levels, args.resolution, args.voxel_size)
     paths = find_inputs(args.inputs)
     if not paths:
         raise InvalidInputError(f"no mesh or point-cloud files found in {args.inputs}")
