@@ -105,6 +105,8 @@ def test_object_mode_unit_box():
     centre = (lo + hi).float() / 2
     assert torch.allclose(centre, torch.full((3,), 31.5), atol=1.0)  # centred in the box
     assert s.metadata["normalization"]["mode"] == "unit_box"
+    bottom = fine.ijk[:, 2] == lo[2]  # a closed shell: the underside is there and faces down
+    assert bottom.sum() > 50 and (fine.normals[bottom][:, 2] < -0.5).float().mean() > 0.9
     assert "house" in s.caption or "cottage" in s.caption or "home" in s.caption
     assert _same(s, generate_object(11, resolution=64, num_levels=3, kind="house"))
 

@@ -136,23 +136,24 @@ def generate_scene(seed: int, config: SceneConfig = SceneConfig(), num_levels: i
 
 def _paint_object(canvas: Canvas, rng: np.random.Generator, kind: str, extent: float) -> dict:
     c = extent / 2
+    z0 = 1.5  # buildings reach 1 m and trunks/poles 0.5 m below their base: keep them off the floor
     if kind == "house":
         w, d = rng.uniform(7, 11, size=2)
         roof = str(rng.choice(objects.ROOF_TYPES, p=(0.15, 0.5, 0.25, 0.1)))
-        return objects.building(canvas, rng, (c - w / 2, c + w / 2, c - d / 2, c + d / 2), 1.0,
+        return objects.building(canvas, rng, (c - w / 2, c + w / 2, c - d / 2, c + d / 2), z0,
                                 rng.uniform(5, 10), roof)
     if kind == "tower":
         w = rng.uniform(9, 14)
         roof = str(rng.choice(("flat", "pyramid"), p=(0.7, 0.3)))
-        return objects.building(canvas, rng, (c - w / 2, c + w / 2, c - w / 2, c + w / 2), 1.0,
+        return objects.building(canvas, rng, (c - w / 2, c + w / 2, c - w / 2, c + w / 2), z0,
                                 rng.uniform(20, 32), roof, tiers=int(rng.integers(1, 4)))
     if kind == "tree":
-        facts = objects.tree(canvas, rng, c, c, 1.0, str(rng.choice(objects.TREE_KINDS)))
+        facts = objects.tree(canvas, rng, c, c, z0, str(rng.choice(objects.TREE_KINDS)))
         return {**facts, "tree_kind": facts["kind"]}
     if kind in ("car", "truck"):
         x = c - (1.0 if kind == "truck" else 0.0)
-        return objects.vehicle(canvas, rng, x, c, 1.0, along_x=True, truck=kind == "truck")
-    return objects.pole(canvas, rng, c - 0.75, c, 1.0, (1.0, 0.0))
+        return objects.vehicle(canvas, rng, x, c, z0, along_x=True, truck=kind == "truck")
+    return objects.pole(canvas, rng, c - 0.75, c, z0, (1.0, 0.0))
 
 
 def generate_object(seed: int, resolution: int = 128, num_levels: int = 3, kind: str | None = None) -> VoxelSample:
