@@ -28,6 +28,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--outputs", default="raw", help="comma list of raw, vdb, mesh (default %(default)s)")
     parser.add_argument("--clients", type=int, default=4, help="concurrent clients for throughput (default %(default)s)")
     parser.add_argument("--device", default="cpu", help="torch device (default %(default)s)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch CPU threads (0 = torch's default); 1 steadies timings on a busy machine")
 
 
 class SyntheticPipeline:
@@ -158,6 +160,10 @@ def run(args) -> int:
     from xcube_client import XCubeClient
 
     logging.getLogger("xcube.server").setLevel(logging.WARNING)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)  # process-wide for the intra-op pool: both ways alike
     pipeline, described = load_pipeline(args)
     outputs = tuple(o.strip() for o in args.outputs.split(",") if o.strip())
     requests = [dict(prompt=f"a village by a river, variant {i}", seed=i, steps=args.steps,
@@ -189,7 +195,7 @@ def run(args) -> int:
     result = {
         "pipeline": described, "model_id": getattr(pipeline, "model_id", ""), "device": str(pipeline.device),
         "requests": args.requests, "steps": args.steps, "levels": args.levels or pipeline.num_levels,
-        "outputs": list(outputs),
+        "outputs": list(outputs), "torch_threads": args.threads or "default",
         "pipeline_only_s": med(direct_bare), "in_process_s": med(direct_totals), "server_s": med(served_totals),
         "overhead_pct": 100.0 * (med(served_totals) - med(direct_totals)) / med(direct_totals),
         "overhead_vs_pipeline_only_pct": 100.0 * (med(served_totals) - med(direct_bare)) / med(direct_bare),
