@@ -66,7 +66,17 @@ def test_smooth_blocks_stitch_into_the_same_surface_as_one_block():
 def test_raw_occupancy_surface_passes_half_way_between_voxel_centres():
     level = make_level(box_ijk((0, 0, 0), (6, 5, 4)), voxel_size=1.0, attributes=False)
     mesh = meshes.smooth_mesh(level, sigma=0.0, iso=0.5)
-    np.testing.assert_allclose(mesh.bounds, [[0, 0, 0], [6, 5, 4]], atol=1e-9)  # origin 0.5: faces at 0, 6
+    np.testing.assert_allclose(mesh.bounds, [[0, 0, 0], [6, 5, 4]], atol=1e-5)  # origin 0.5: faces at 0, 6
+    assert mesh.is_watertight
+
+
+def test_raw_occupancy_with_diagonal_contacts_stays_watertight():
+    # voxels touching only along an edge or at a corner make ambiguous marching-cubes faces
+    ijk = np.array([[0, 0, 0], [1, 1, 0], [2, 2, 1], [0, 2, 0], [3, 0, 3], [4, 1, 3], [4, 0, 4]], np.int32)
+    level = make_level(ijk, voxel_size=1.0, attributes=False)
+    for block in (2 * 2 + 1, 8):  # with seams through the contacts, and without
+        mesh = meshes.smooth_mesh(level, sigma=0.0, iso=0.5, block=block)
+        assert mesh.is_watertight and mesh.volume > 0
 
 
 def test_far_apart_clusters_do_not_densify_the_bounding_box():

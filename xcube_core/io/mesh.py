@@ -122,72 +122,124 @@ def smooth_mesh(level: Any, sigma: float = 0.7, iso: float = 0.3, block: int = 3
     ijk = to_numpy(level.ijk, np.int64).reshape(-1, 3)
     if len(ijk) == 0:
         return trimesh.Trimesh(vertices=np.zeros((0, 3)), faces=np.zeros((0, 3), np.int64))
-    verts, faces = _blockwise_marching_cubes(ijk, sigma, iso, block)
-    mesh = trimesh.Trimesh(vertices=verts, faces=faces, process=False)
-    mesh.merge_vertices(digits_vertex=5)
-    mesh.update_faces(mesh.nondegenerate_faces())
-    mesh.remove_unreferenced_vertices()
-    index_space = np.asarray(mesh.vertices)
-    mesh.vertices = index_space * float(level.voxel_size) + np.asarray(level.origin, np.float64)
-    colors = _vertex_colors(index_space, ijk, class_colors(level.semantics, len(ijk)))
-    mesh.visual = trimesh.visual.ColorVisuals(mesh, vertex_colors=colors)
-    _ = mesh.vertex_normals  # computed from the (outward) faces and cached for export
-    return mesh
+    verts, faces, normals = _blockwise_marching_cubes(ijk, sigma, iso, block)
+    verts, faces, normals = _merge_edge_vertices(verts, faces, normals)
+    colors = _vertex_colors(verts, ijk, class_colors(level.semantics, len(ijk)))
+    world = verts * float(level.voxel_size) + np.asarray(level.origin, np.float64)
+    return trimesh.Trimesh(vertices=world, faces=faces, vertex_normals=normals, vertex_colors=colors,
+                           process=False)
+
+
+def _merge_edge_vertices(verts: np.ndarray, faces: np.ndarray, normals: np.ndarray):
+    """Weld the pieces of neighbouring blocks and drop degenerate triangles.
+
+    Every marching-cubes vertex lies on a lattice edge: two coordinates are integers, the third is
+    ``integer + t``. Keying vertices by (lattice point, edge axis) welds the copies that two blocks
+    make of a vertex on their shared face exactly, with no tolerance.
+
+    Returns:
+        vertices (V, 3) float64, faces (F, 3) int64, unit normals (V, 3) float32.
+    """
+    # coordinates within 1e-4 of an integer are snapped, so that the two copies of a vertex (whose
+    # float32 coordinates can differ in the last bits) always agree on their edge
+    rounded = np.rint(verts)
+    verts = np.where(np.abs(verts - rounded) < 1e-4, rounded, verts)
+    base = np.floor(verts).astype(np.int64)
+    frac = verts - base
+    axis = np.where(frac[:, 0] > 0, 0, np.where(frac[:, 1] > 0, 1, np.where(frac[:, 2] > 0, 2, 3)))
+    lo = base.min(axis=0)
+    rel = base - lo
+    ext = rel.max(axis=0) + 1
+    if np.any(ext >= 1 << 20):
+        raise InvalidInputError(f"level extent {tuple(int(e) for e in ext)} voxels is too large to mesh")
+    key = (((rel[:, 0] << 20) | rel[:, 1]) << 20 | rel[:, 2]) * 4 + axis
+    uniq, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+    faces = inverse.reshape(-1)[faces]
+    faces = faces[(faces[:, 0] != faces[:, 1]) & (faces[:, 1] != faces[:, 2]) & (faces[:, 0] != faces[:, 2])]
+    used = np.zeros(len(uniq), bool)
+    used[faces.reshape(-1)] = True  # drop vertices that only removed triangles used
+    faces = (np.cumsum(used) - 1)[faces]
+    verts, normals = verts[first][used], normals[first][used]
+    normals = normals / np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)
+    return verts, faces, normals.astype(np.float32)
 
 
 def _blockwise_marching_cubes(ijk: np.ndarray, sigma: float, iso: float, block: int):
-    """Marching cubes over the occupied blocks; returns index-space vertices (V, 3) and faces (F, 3)."""
+    """Marching cubes over the occupied blocks.
+
+    Returns:
+        index-space vertices (V, 3) float64, faces (F, 3) int64, gradient normals (V, 3) float32.
+    """
     from scipy.ndimage import gaussian_filter
     from skimage.measure import marching_cubes
 
     radius = int(3.0 * sigma + 0.5) if sigma > 0 else 0
     halo = radius + 1
-    bxyz = np.floor_divide(ijk, block)
-    keys, inv = np.unique(bxyz, axis=0, return_inverse=True)
-    inv = inv.reshape(-1)
-    order = np.argsort(inv, kind="stable")
-    cuts = np.searchsorted(inv[order], np.arange(len(keys) + 1))
-    members = {tuple(k): order[cuts[i]:cuts[i + 1]] for i, k in enumerate(keys.tolist())}
-    offsets = np.array(np.meshgrid([-1, 0, 1], [-1, 0, 1], [-1, 0, 1], indexing="ij")).reshape(3, -1).T
-    todo = np.unique((keys[:, None, :] + offsets[None]).reshape(-1, 3), axis=0)
-    all_v, all_f, count = [], [], 0
-    size = block + 1 + 2 * halo  # samples [b*B - halo, b*B + B + halo]
-    for b in todo.tolist():
+    if 2 * halo >= block:
+        raise InvalidInputError(f"block ({block}) must exceed twice the filter halo ({halo}); raise block")
+    size = block + 1 + 2 * halo  # block b samples [b*B - halo, b*B + B + halo]; its cells [b*B, b*B + B)
+    blocks, members = _padded_block_members(ijk, block, halo)
+    all_v, all_f, all_n, count = [], [], [], 0
+    for b, idx in zip(blocks.tolist(), members):
         lo = np.asarray(b) * block - halo
-        near = [members[k] for k in (tuple(np.asarray(b) + o) for o in offsets.tolist()) if k in members]
-        if not near:
-            continue
-        pts = ijk[np.concatenate(near)] - lo
-        pts = pts[np.all((pts >= 0) & (pts < size), axis=1)]
-        if len(pts) == 0:
-            continue
-        occ = np.zeros((size, size, size), np.float64)
+        pts = ijk[idx] - lo
+        occ = np.zeros((size, size, size), np.float32)
         occ[pts[:, 0], pts[:, 1], pts[:, 2]] = 1.0
         field = gaussian_filter(occ, sigma, truncate=3.0, mode="constant") if sigma > 0 else occ
         core = field[halo:halo + block + 1, halo:halo + block + 1, halo:halo + block + 1]
-        if core.max() <= iso or core.min() >= iso:
+        if core.max() <= iso + 1e-6 or core.min() >= iso + 1e-6:
             continue
-        v, f, _, _ = marching_cubes(core, level=iso, gradient_direction="ascent")
-        all_v.append(v + (lo + halo))
-        all_f.append(f + count)
+        # iso + 1e-6: with a raw 0/1 field an ambiguous face's saddle equals 0.5 exactly, and a tie
+        # there is broken differently by the two cubes sharing the face (a crack)
+        v, f, n, _ = marching_cubes(core, level=iso + 1e-6, gradient_direction="ascent")
+        all_v.append(v.astype(np.float64) + (lo + halo))
+        all_f.append(f.astype(np.int64) + count)
+        all_n.append(n)
         count += len(v)
     if not all_v:
-        return np.zeros((0, 3)), np.zeros((0, 3), np.int64)
-    return np.concatenate(all_v), np.concatenate(all_f)
+        return np.zeros((0, 3)), np.zeros((0, 3), np.int64), np.zeros((0, 3), np.float32)
+    return np.concatenate(all_v), np.concatenate(all_f), np.concatenate(all_n)
+
+
+def _padded_block_members(ijk: np.ndarray, block: int, halo: int) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Blocks whose halo-padded sample box holds voxels, and those voxels (rows of ijk) per block.
+
+    Along each axis a voxel p lies in the padded box of blocks ceil((p - B - h) / B) .. floor((p + h) / B),
+    one or two blocks since 2h < B; so each voxel is listed at most 8 times (usually once).
+    """
+    b_lo = -np.floor_divide(block + halo - ijk, block)
+    b_hi = np.floor_divide(ijk + halo, block)
+    two = b_hi != b_lo  # (N, 3)
+    pairs_b, pairs_i = [], []
+    for combo in np.array(np.meshgrid([0, 1], [0, 1], [0, 1], indexing="ij")).reshape(3, -1).T.astype(bool):
+        ok = np.all(two | ~combo, axis=1)
+        pairs_b.append(np.where(combo, b_hi, b_lo)[ok])
+        pairs_i.append(np.flatnonzero(ok))
+    bb, ii = np.concatenate(pairs_b), np.concatenate(pairs_i)
+    lo = bb.min(axis=0)
+    rel = bb - lo
+    ext = rel.max(axis=0) + 1
+    key = (rel[:, 0] * ext[1] + rel[:, 1]) * ext[2] + rel[:, 2]
+    order = np.argsort(key, kind="stable")
+    key, ii = key[order], ii[order]
+    starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+    blocks = np.stack(np.unravel_index(key[starts], tuple(int(e) for e in ext)), axis=1) + lo
+    return blocks, np.split(ii, starts[1:])
 
 
 def _vertex_colors(points: np.ndarray, ijk: np.ndarray, colors: np.ndarray) -> np.ndarray:
     """RGBA (V, 4) uint8: colour of the nearest occupied voxel to each index-space point."""
     lookup = VoxelLookup(ijk)
-    base = np.floor(points).astype(np.int64)
     best = np.full(len(points), -1, np.int64)
-    best_d = np.full(len(points), np.inf)
-    for c in np.array(np.meshgrid([0, 1], [0, 1], [0, 1], indexing="ij")).reshape(3, -1).T:
-        cand = base + c
-        row = lookup.index(cand)
-        d = np.sum((cand - points) ** 2, axis=1)
-        better = (row >= 0) & (d < best_d)
-        best[better], best_d[better] = row[better], d[better]
+    # a vertex sits on a lattice edge: its two end samples are floor and ceil; try the nearer first
+    for cand in (np.rint(points), np.floor(points), np.ceil(points)):
+        todo = np.flatnonzero(best < 0)
+        if len(todo) == 0:
+            break
+        c = cand[todo].astype(np.int64)
+        row = lookup.index(c)
+        hit = row >= 0
+        best[todo[hit]] = row[hit]
     missing = best < 0
     if missing.any():
         from scipy.spatial import cKDTree
