@@ -1,0 +1,151 @@
+"""Thin adapter to fvdb-core 0.6.0, used only when ``import fvdb`` works.
+
+Our `GridBatch` orders voxels by key (grid, i, j, k); fVDB orders them by its NanoVDB tree. The
+adapter therefore converts topology both ways and carries an explicit permutation for features:
+
+* ``to_fvdb(grid)`` / ``from_fvdb(fgrid)`` rebuild the same voxels, voxel sizes and origins;
+* ``VoxelOrder.between(grid, fgrid)`` holds ``to_fvdb`` (our rows in fVDB order, i.e. fVDB row r is
+  our row ``to_fvdb[r]``) and ``to_ours`` (its inverse), found with ``ijk_to_index``;
+* ``FVDBConvolution.from_plan(plan)`` builds the matching ``fvdb.ConvolutionPlan`` once and runs
+  our (K, C_in, C_out) weights through it as fVDB's (C_out, C_in, kx, ky, kz) layout, which is
+  ``torch.nn.functional.conv3d``'s: the same cross-correlation our plans compute.
+
+Names and signatures follow the fvdb-core 0.6.0 sources (GridBatch.from_ijk(ijk: JaggedTensor,
+voxel_sizes, origins), GridBatch.ijk, GridBatch.ijk_to_index(ijk, cumulative),
+JaggedTensor.from_data_and_offsets, ConvolutionPlan.from_grid_batch(kernel_size, stride,
+source_grid, target_grid), ConvolutionPlan.execute(data, weights)). Transposed plans stay on the
+torch backend: fVDB's transposed kernel orientation has not been checked against ours on a GPU.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+
+import torch
+
+from xcube_core.sparse.grid import GridBatch
+from xcube_core.sparse.jagged import JaggedTensor
+
+name = "fvdb"
+
+
+def _module():
+    """The imported ``fvdb`` module, or None when it is absent or broken."""
+    try:
+        mod = importlib.import_module("fvdb")
+    except Exception:  # noqa: BLE001 - any failure to import (missing CUDA libs, ABI) means "unavailable"
+        return None
+    if not all(hasattr(mod, attr) for attr in ("GridBatch", "JaggedTensor")):
+        return None
+    return mod
+
+
+def is_available() -> bool:
+    """True when ``import fvdb`` works and exposes GridBatch and JaggedTensor."""
+    return _module() is not None
+
+
+def _require():
+    mod = _module()
+    if mod is None:
+        raise RuntimeError("fVDB is not importable here; install fvdb-core 0.6.0 (CUDA) or use the torch backend")
+    return mod
+
+
+def to_fvdb(grid: GridBatch):
+    """An ``fvdb.GridBatch`` with the same voxels, voxel sizes and origins as ``grid``."""
+    if not isinstance(grid, GridBatch):
+        raise TypeError(f"to_fvdb expects a GridBatch, got {type(grid).__name__}")
+    fv = _require()
+    ijk = fv.JaggedTensor.from_data_and_offsets(grid.ijk.jdata, grid.joffsets)
+    return fv.GridBatch.from_ijk(ijk, voxel_sizes=grid.voxel_sizes, origins=grid.origins)
+
+
+def from_fvdb(fgrid) -> GridBatch:
+    """Our `GridBatch` with the voxels, voxel sizes and origins of an ``fvdb.GridBatch``."""
+    fijk = fgrid.ijk
+    ijk = JaggedTensor.from_data_and_offsets(fijk.jdata, fijk.joffsets)
+    return GridBatch.from_ijk(ijk, voxel_sizes=fgrid.voxel_sizes, origins=fgrid.origins)
+
+
+@dataclass(frozen=True)
+class VoxelOrder:
+    """Row permutations between our voxel order and fVDB's for the same voxels.
+
+    Attributes:
+        to_fvdb: ``data_fvdb = data_ours[to_fvdb]``. Shape: (N,), int64.
+        to_ours: ``data_ours = data_fvdb[to_ours]``. Shape: (N,), int64.
+    """
+
+    to_fvdb: torch.Tensor
+    to_ours: torch.Tensor
+
+    @classmethod
+    def between(cls, grid: GridBatch, fgrid) -> "VoxelOrder":
+        """Match rows by coordinates: each fVDB voxel's ijk looked up in ``grid`` (cumulative index)."""
+        if int(fgrid.total_voxels) != grid.total_voxels or int(fgrid.grid_count) != grid.grid_count:
+            raise ValueError(f"grids differ: ours {grid.grid_count} grids / {grid.total_voxels} voxels, "
+                             f"fVDB {fgrid.grid_count} / {fgrid.total_voxels}; convert with to_fvdb first")
+        fijk = fgrid.ijk
+        ours_ijk = JaggedTensor.from_data_and_offsets(fijk.jdata, fijk.joffsets.to(fijk.jdata.device))
+        to_fvdb = grid.ijk_to_index(ours_ijk, cumulative=True).jdata.to(torch.int64)
+        if to_fvdb.numel() and bool((to_fvdb < 0).any()):
+            raise ValueError("the fVDB grid holds voxels the GridBatch lacks; they are not the same topology")
+        to_ours = torch.empty_like(to_fvdb)
+        to_ours[to_fvdb] = torch.arange(to_fvdb.numel(), device=to_fvdb.device)
+        return cls(to_fvdb, to_ours)
+
+    def features_to_fvdb(self, data: torch.Tensor) -> torch.Tensor:
+        """Rows of ``data`` (N, *) in fVDB's order."""
+        return data.index_select(0, self.to_fvdb.to(data.device))
+
+    def features_to_ours(self, data: torch.Tensor) -> torch.Tensor:
+        """Rows of ``data`` (N, *) given in fVDB's order, back in ours."""
+        return data.index_select(0, self.to_ours.to(data.device))
+
+
+def weight_to_fvdb(weight: torch.Tensor, kernel_size: tuple[int, int, int]) -> torch.Tensor:
+    """Our (K, C_in, C_out) x-major weight as fVDB's / conv3d's (C_out, C_in, kx, ky, kz)."""
+    kx, ky, kz = kernel_size
+    if weight.dim() != 3 or weight.shape[0] != kx * ky * kz:
+        raise ValueError(f"weight must be ({kx * ky * kz}, C_in, C_out), got {tuple(weight.shape)}")
+    return weight.reshape(kx, ky, kz, weight.shape[1], weight.shape[2]).permute(4, 3, 0, 1, 2).contiguous()
+
+
+class FVDBConvolution:
+    """A `ConvolutionPlan` re-expressed for fVDB: built once, executed on our voxel order."""
+
+    def __init__(self, plan, fplan, src_order: VoxelOrder, dst_order: VoxelOrder, src_offsets) -> None:
+        self.plan, self.fplan = plan, fplan
+        self.src_order, self.dst_order = src_order, dst_order
+        self._src_offsets = src_offsets
+
+    @classmethod
+    def from_plan(cls, plan) -> "FVDBConvolution":
+        """Build fVDB grids, permutations and ``fvdb.ConvolutionPlan`` for a forward ``plan``."""
+        fv = _require()
+        if plan.transposed:
+            raise ValueError("transposed plans run on the torch backend (fVDB's transposed orientation is "
+                             "not verified against ours)")
+        fsrc = to_fvdb(plan.source_grid)
+        fdst = fsrc if plan.target_grid is plan.source_grid else to_fvdb(plan.target_grid)
+        fplan = fv.ConvolutionPlan.from_grid_batch(kernel_size=list(plan.kernel_size), stride=plan.stride,
+                                                   source_grid=fsrc, target_grid=fdst)
+        src = VoxelOrder.between(plan.source_grid, fsrc)
+        dst = src if fdst is fsrc else VoxelOrder.between(plan.target_grid, fdst)
+        return cls(plan, fplan, src, dst, fsrc.joffsets)
+
+    def execute(self, data, weight: torch.Tensor, bias: torch.Tensor | None = None):
+        """Same contract as `ConvolutionPlan.execute`: data (N_in, C_in) or JaggedTensor, our weight layout."""
+        fv = _require()
+        x = data.jdata if isinstance(data, JaggedTensor) else data
+        if x.dim() != 2 or x.shape[0] != self.plan.source_grid.total_voxels:
+            raise ValueError(f"data must be ({self.plan.source_grid.total_voxels}, C_in), got {tuple(x.shape)}")
+        fx = fv.JaggedTensor.from_data_and_offsets(self.src_order.features_to_fvdb(x),
+                                                   self._src_offsets.to(x.device))
+        fy = self.fplan.execute(fx, weight_to_fvdb(weight, self.plan.kernel_size).to(x.dtype))
+        out = self.dst_order.features_to_ours(fy.jdata)
+        if bias is not None:
+            out = out + bias.to(out.dtype)
+        return self.plan.target_grid.jagged_like(out) if isinstance(data, JaggedTensor) else out
