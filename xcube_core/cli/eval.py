@@ -146,7 +146,7 @@ def run_generation(args) -> int:
         gen = runners.load_references(args.generated, args.num, args.generated_split)
         result = runners.evaluate_dataset_as_generated(
             gen, refs, seed=args.seed, num_points=args.points, normalize=args.normalize, backend=args.backend,
-            progress=not args.no_progress)
+            device=args.device, progress=not args.no_progress)
         result["generated"] = f"{args.generated} ({args.generated_split})"
         result["reference"] = f"{args.reference} ({args.split})"
         return _finish(result, args.out)

@@ -124,7 +124,7 @@ def _mean_fractions(levels: Sequence[Level | None], class_names: tuple[str, ...]
 
 def compare_sets(generated: Sequence[Level | None], reference: Sequence[Level], class_names: tuple[str, ...],
                  *, seed: int = 0, num_points: int = 2048, normalize: str = "box", backend: str = "auto",
-                 progress: bool = True) -> dict[str, Any]:
+                 device: str | torch.device = "cpu", progress: bool = True) -> dict[str, Any]:
     """MMD / COV / 1-NNA (Chamfer) and class fractions between generated and reference levels.
 
     Args:
@@ -136,11 +136,12 @@ def compare_sets(generated: Sequence[Level | None], reference: Sequence[Level], 
         num_points: points per shape.
         normalize: per-shape normalisation (see `xcube_core.eval.pointclouds.normalize_points`).
         backend: Chamfer backend (see `xcube_core.eval.metrics.pairwise_chamfer`).
+        device: where the Chamfer distances run ("auto" picks brute force on CUDA, KD-trees on CPU).
         progress: show progress bars.
     """
     t0 = time.perf_counter()
-    gen_pts = _clouds(generated, num_points, seed, normalize)
-    ref_pts = _clouds(reference, num_points, seed + 1, normalize)
+    gen_pts = _clouds(generated, num_points, seed, normalize).to(device)
+    ref_pts = _clouds(reference, num_points, seed + 1, normalize).to(device)
     metrics = M.distribution_metrics(gen_pts, ref_pts, backend=backend, progress=progress)
     fg, fr = _mean_fractions(generated, class_names), _mean_fractions(reference, class_names)
     return {
@@ -180,7 +181,8 @@ def evaluate_generation(pipe, references: Sequence[Reference], *, seed: int = 0,
         log.warning("reference data has no level at the model's finest voxel size %.4g m; comparing with "
                     "the references' finest level (shapes are normalised, resolution differs)", finest_vs)
     result = compare_sets(generated, ref_levels, tuple(pipe.class_names), seed=seed, num_points=num_points,
-                          normalize=normalize, backend=backend, progress=progress)
+                          normalize=normalize, backend=backend, device=getattr(pipe, "device", "cpu"),
+                          progress=progress)
     return {
         "task": "generation", "model_id": getattr(pipe, "model_id", "?"), "num": len(references),
         "seed": seed, "steps": steps, "guidance": guidance, **result,
@@ -191,7 +193,8 @@ def evaluate_generation(pipe, references: Sequence[Reference], *, seed: int = 0,
 
 def evaluate_dataset_as_generated(generated: Sequence[Reference], references: Sequence[Reference], *,
                                   seed: int = 0, num_points: int = 2048, normalize: str = "box",
-                                  backend: str = "auto", progress: bool = True) -> dict[str, Any]:
+                                  backend: str = "auto", device: str | torch.device = "cpu",
+                                  progress: bool = True) -> dict[str, Any]:
     """The same comparison with stored samples in place of generated ones.
 
     With another split of the same dataset (e.g. val vs test) this measures what a perfect generator
@@ -202,7 +205,7 @@ def evaluate_dataset_as_generated(generated: Sequence[Reference], references: Se
     levels = [g.levels[-1] for g in generated]
     refs = [r.level_at(float(levels[0].voxel_size)) for r in references]
     result = compare_sets(levels, refs, tuple(levels[0].class_names), seed=seed, num_points=num_points,
-                          normalize=normalize, backend=backend, progress=progress)
+                          normalize=normalize, backend=backend, device=device, progress=progress)
     return {"task": "generation", "model_id": "stored samples", "num": len(references), "seed": seed, **result,
             "finest_voxel_size": float(levels[0].voxel_size), "reference_voxel_size": float(refs[0].voxel_size),
             "failed_scenes": 0, "scenes": [{"file": g.file, "prompt": g.caption} for g in generated]}
