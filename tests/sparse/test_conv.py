@@ -13,6 +13,16 @@ from tests.sparse.helpers import at_voxels, densify, random_grid
 BOX = 8
 
 
+@pytest.fixture(autouse=True, params=["table", "gather-scatter"])
+def conv_path(request, monkeypatch):
+    """Run every conv test through both execution paths (narrow-layer table and per-offset GEMMs)."""
+    from xcube_core.sparse.ops import conv_table
+
+    if request.param == "gather-scatter":
+        monkeypatch.setattr(conv_table, "MAX_TABLE_CHANNELS", 0)
+    return request.param
+
+
 def dense_weight(w: torch.Tensor, k: int) -> torch.Tensor:
     """(K, Cin, Cout) -> torch conv3d layout (Cout, Cin, k, k, k)."""
     return w.reshape(k, k, k, w.shape[1], w.shape[2]).permute(4, 3, 0, 1, 2)
