@@ -1,0 +1,98 @@
+"""XCubePipeline with a tiny random model: ordering, nesting, determinism, cancel, bad input, layout."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+
+from xcube_core.errors import CancelledError, InvalidInputError, ModelLoadError
+from xcube_core.level import Level
+from xcube_core.pipeline import XCubePipeline
+
+
+@pytest.fixture(scope="module")
+def pipe() -> XCubePipeline:
+    return XCubePipeline.tiny(seed=0)
+
+
+def test_levels_arrive_in_order_and_nest(pipe):
+    events = []
+    levels = list(pipe.generate("a quiet street", seed=1, steps=3, callback=lambda *e: events.append(e)))
+    assert [lv.index for lv in levels] == [0, 1]
+    assert [lv.voxel_size for lv in levels] == pipe.voxel_sizes
+    coarse, fine = levels
+    assert coarse.num_voxels > 0 and fine.num_voxels > 0
+    # every fine voxel lies inside an active coarse voxel (level origin = half voxel: aligned)
+    parents = torch.div(fine.ijk.long(), 2, rounding_mode="floor")
+    assert bool(coarse.grid().coords_in_grid(parents).all())
+    assert events == [(0, 1, 3), (0, 2, 3), (0, 3, 3), (1, 1, 3), (1, 2, 3), (1, 3, 3)]
+    for lv in levels:
+        assert lv.normals.shape == (lv.num_voxels, 3) and lv.semantics.shape == (lv.num_voxels,)
+        assert lv.metadata["prompt"] == "a quiet street" and lv.metadata["seed"] == 1
+        assert lv.origin == (lv.voxel_size / 2,) * 3
+
+
+def test_same_seed_same_scene_other_seed_other_scene(pipe):
+    a = [lv.ijk for lv in pipe.generate("a park", seed=5, steps=2)]
+    b = [lv.ijk for lv in pipe.generate("a park", seed=5, steps=2)]
+    c = [lv.ijk for lv in pipe.generate("a park", seed=6, steps=2)]
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    assert not all(x.shape == y.shape and torch.equal(x, y) for x, y in zip(a, c))
+
+
+def test_cancel_stops_within_a_step(pipe):
+    cancel = threading.Event()
+    seen = []
+
+    def on_step(level, step, total):
+        seen.append((level, step))
+        if step == 2:
+            cancel.set()
+
+    with pytest.raises(CancelledError):
+        list(pipe.generate("x", steps=10, callback=on_step, cancel=cancel))
+    assert seen == [(0, 1), (0, 2)]
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(prompt=""), "empty"),
+    (dict(prompt="   "), "empty"),
+    (dict(prompt="x" * 10_000), "limit"),
+    (dict(prompt="x", steps=-1), "steps"),
+    (dict(prompt="x", steps=0), "steps"),
+    (dict(prompt="x", num_levels=3), "num_levels"),
+    (dict(prompt="x", num_levels=0), "num_levels"),
+    (dict(prompt="x", guidance=-2.0), "guidance"),
+])
+def test_bad_arguments_raise_clear_errors(pipe, kwargs, match):
+    with pytest.raises(InvalidInputError, match=match):
+        next(pipe.generate(**kwargs))
+
+
+def test_layout_condition_starts_at_the_next_level(pipe):
+    # a blocked-out box on the ground at the coarsest resolution (8 x 8 x 4 voxels of 2 m)
+    ground = torch.stack(torch.meshgrid(torch.arange(8), torch.arange(8), torch.arange(1), indexing="ij"), -1)
+    box = torch.stack(torch.meshgrid(torch.arange(2, 5), torch.arange(2, 5), torch.arange(1, 3), indexing="ij"), -1)
+    ijk = torch.cat([ground.reshape(-1, 3), box.reshape(-1, 3)]).int()
+    layout = Level(index=0, ijk=ijk, voxel_size=2.0)
+    levels = list(pipe.generate("a tower", steps=2, condition=layout))
+    assert torch.equal(levels[0].ijk, ijk) and levels[0].metadata["source"] == "condition"
+    assert levels[0].normals.shape == (ijk.shape[0], 3)  # estimated from the occupancy
+    parents = torch.div(levels[1].ijk.long(), 2, rounding_mode="floor")
+    assert bool(levels[0].grid().coords_in_grid(parents).all())
+    with pytest.raises(InvalidInputError, match="voxel size"):
+        next(pipe.generate("x", condition=Level(index=0, ijk=ijk, voxel_size=1.0)))
+    with pytest.raises(InvalidInputError, match="must lie in"):
+        next(pipe.generate("x", condition=Level(index=0, ijk=ijk + 8, voxel_size=2.0)))
+
+
+def test_save_and_load_round_trip(pipe, tmp_path):
+    pipe.save_pretrained(tmp_path / "m")
+    loaded = XCubePipeline.from_pretrained(tmp_path / "m")
+    a = [lv.ijk for lv in pipe.generate("a farm", seed=2, steps=2)]
+    b = [lv.ijk for lv in loaded.generate("a farm", seed=2, steps=2)]
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    with pytest.raises(ModelLoadError, match="pipeline.json"):
+        XCubePipeline.from_pretrained(tmp_path / "missing")

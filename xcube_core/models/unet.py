@@ -1,0 +1,169 @@
+"""Sparse 3D diffusion U-Net in the ADM style ("Diffusion Models Beat GANs"), made sparse.
+
+The output grid equals the input grid: the encoder coarsens with stride-2 convs onto
+``grid.coarsened_grid(2)``, the decoder comes back with transposed convs onto the encoder's own grids
+and concatenates the skips. Time and pooled text enter every res block through AdaGN; text tokens
+enter through cross-attention at the configured resolutions; self-attention runs at the coarsest.
+Input per voxel = noisy latent || coarser level's attributes (normals, semantic embedding) ||
+Fourier position features. Output = v-prediction (same channels as the latent).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from xcube_core.models.base import PretrainedMixin
+from xcube_core.models.blocks import ConvBlock, ResBlock, position_features, timestep_embedding
+from xcube_core.nn import PlanCache, SparseConv3d, SparseConvTranspose3d, SparseCrossAttention, SparseSelfAttention
+from xcube_core.sparse import GridBatch
+
+
+@dataclasses.dataclass(frozen=True)
+class UNetConfig:
+    """Architecture of one level's diffusion U-Net.
+
+    Attributes:
+        latent_channels: channels of the latent being denoised.
+        grid_shape: extent (voxels) of the latent grid, for position features.
+        cond_normals: concatenate the coarser level's normals (3 channels).
+        cond_classes: semantic classes of the coarser level (0 = none); embedded to sem_embed_dim.
+        pos_freqs: Fourier frequencies per axis for position features (0 = none).
+        model_channels, channel_mult, num_res_blocks: ADM widths and depth.
+        cross_attention_levels: U-Net levels (indices into channel_mult) with text cross-attention.
+        self_attention: self-attention in the middle block (coarsest resolution).
+        context_dim: text token width (384 for MiniLM, 512 for CLIP ViT-B).
+    """
+
+    latent_channels: int = 8
+    grid_shape: tuple[int, int, int] = (16, 16, 8)
+    cond_normals: bool = False
+    cond_classes: int = 0
+    sem_embed_dim: int = 8
+    pos_freqs: int = 4
+    model_channels: int = 32
+    channel_mult: tuple[int, ...] = (1, 2, 4)
+    num_res_blocks: int = 1
+    cross_attention_levels: tuple[int, ...] = (1, 2)
+    self_attention: bool = True
+    context_dim: int = 384
+    heads: int = 4
+    dropout: float = 0.0
+
+    @property
+    def in_channels(self) -> int:
+        return (self.latent_channels + 3 * self.cond_normals + (self.sem_embed_dim if self.cond_classes else 0)
+                + 6 * self.pos_freqs)
+
+
+class _Stage(nn.Module):
+    """Res blocks (and optional cross-attention) at one resolution."""
+
+    def __init__(self, in_ch: int, out_ch: int, n: int, emb_dim: int, cfg: UNetConfig, cross: bool) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(ResBlock(in_ch if i == 0 else out_ch, out_ch, emb_dim, cfg.dropout)
+                                    for i in range(n))
+        self.cross = nn.ModuleList(SparseCrossAttention(out_ch, cfg.context_dim, cfg.heads) for _ in range(n)) \
+            if cross else None
+
+    def forward(self, h, grid, plans, emb, ctx, ctx_mask):
+        for i, blk in enumerate(self.blocks):
+            h = blk(h, grid, plans, emb)
+            if self.cross is not None:
+                h = self.cross[i](h, grid, ctx, ctx_mask)
+        return h
+
+
+class SparseUNet(nn.Module, PretrainedMixin):
+    """v-prediction network for one level's latent diffusion (see module docstring)."""
+
+    config_class = UNetConfig
+
+    def __init__(self, config: UNetConfig) -> None:
+        super().__init__()
+        self.config = cfg = config
+        mc = cfg.model_channels
+        widths = [mc * m for m in cfg.channel_mult]
+        emb_dim = 4 * mc
+        self.time_mlp = nn.Sequential(nn.Linear(mc, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        self.text_proj = nn.Linear(cfg.context_dim, emb_dim)
+        self.sem_embed = nn.Embedding(cfg.cond_classes, cfg.sem_embed_dim) if cfg.cond_classes else None
+        self.conv_in = SparseConv3d(cfg.in_channels, widths[0], 3)
+        n_lvl = len(widths)
+        self.down_stages = nn.ModuleList(
+            _Stage(widths[i], widths[i], cfg.num_res_blocks, emb_dim, cfg, i in cfg.cross_attention_levels)
+            for i in range(n_lvl))
+        self.downsample = nn.ModuleList(SparseConv3d(widths[i], widths[i + 1], 2, 2) for i in range(n_lvl - 1))
+        self.mid1 = ResBlock(widths[-1], widths[-1], emb_dim)
+        self.mid_attn = SparseSelfAttention(widths[-1], cfg.heads) if cfg.self_attention else None
+        self.mid_cross = SparseCrossAttention(widths[-1], cfg.context_dim, cfg.heads)
+        self.mid2 = ResBlock(widths[-1], widths[-1], emb_dim)
+        self.upsample = nn.ModuleList(SparseConvTranspose3d(widths[i + 1], widths[i], 2, 2) for i in range(n_lvl - 1))
+        self.up_stages = nn.ModuleList(
+            _Stage(2 * widths[i], widths[i], cfg.num_res_blocks, emb_dim, cfg, i in cfg.cross_attention_levels)
+            for i in range(n_lvl))
+        self.out = ConvBlock(widths[0], cfg.latent_channels)
+        nn.init.zeros_(self.out.conv.weight)
+        nn.init.zeros_(self.out.conv.bias)
+
+    def input_features(self, x: torch.Tensor, grid: GridBatch, cond_normals: torch.Tensor | None,
+                       cond_semantics: torch.Tensor | None) -> torch.Tensor:
+        cfg = self.config
+        feats = [x]
+        if cfg.cond_normals:
+            if cond_normals is None:
+                raise ValueError("this U-Net is conditioned on the coarser level's normals; pass cond_normals (N, 3)")
+            feats.append(cond_normals.to(x.dtype))
+        if self.sem_embed is not None:
+            if cond_semantics is None:
+                raise ValueError("this U-Net is conditioned on coarser semantics; pass cond_semantics (N,)")
+            s = cond_semantics.long()
+            feats.append((self.sem_embed(s.clamp(min=0)) * (s >= 0)[:, None]).to(x.dtype))
+        feats.append(position_features(grid, cfg.grid_shape, cfg.pos_freqs).to(x.dtype))
+        return torch.cat(feats, dim=1)
+
+    def forward(self, x: torch.Tensor, grid: GridBatch, t: torch.Tensor, context: torch.Tensor,
+                context_mask: torch.Tensor, pooled: torch.Tensor, cond_normals: torch.Tensor | None = None,
+                cond_semantics: torch.Tensor | None = None) -> torch.Tensor:
+        """Predict v.
+
+        Args:
+            x: noisy latent. Shape: (N, latent_channels).
+            grid: the latent grid (B grids).
+            t: timesteps. Shape: (B,), int or float.
+            context, context_mask, pooled: text tokens (B, T, D), mask (B, T) bool, pooled (B, D).
+            cond_normals, cond_semantics: coarser level's attributes on ``grid`` ((N, 3), (N,)).
+        Returns: (N, latent_channels).
+        """
+        if x.shape[0] != grid.total_voxels:
+            raise ValueError(f"x has {x.shape[0]} rows, grid has {grid.total_voxels} voxels")
+        if t.shape != (grid.grid_count,):
+            raise ValueError(f"t must have shape ({grid.grid_count},), got {tuple(t.shape)}")
+        cfg = self.config
+        plans = PlanCache()
+        emb = self.time_mlp(timestep_embedding(t, cfg.model_channels).to(x.dtype)) + self.text_proj(pooled.to(x.dtype))
+        h = self.conv_in(self.input_features(x, grid, cond_normals, cond_semantics), plans.get(3, 1, grid))
+        grids, skips, g = [grid], [], grid
+        for i, stage in enumerate(self.down_stages):
+            h = stage(h, g, plans, emb, context, context_mask)
+            skips.append(h)
+            if i < len(self.downsample):
+                coarse = g.coarsened_grid(2)
+                h = self.downsample[i](h, plans.get(2, 2, g, coarse))
+                g = coarse
+                grids.append(g)
+        h = self.mid1(h, g, plans, emb)
+        if self.mid_attn is not None:
+            h = self.mid_attn(h, g)
+        h = self.mid_cross(h, g, context, context_mask)
+        h = self.mid2(h, g, plans, emb)
+        for i in reversed(range(len(self.up_stages))):
+            if i < len(self.upsample):
+                fine = grids[i]
+                h = self.upsample[i](h, plans.get(2, 2, g, fine, transposed=True))
+                g = fine
+            h = self.up_stages[i](torch.cat([h, skips[i]], dim=1), g, plans, emb, context, context_mask)
+        return self.out(h, g, plans)

@@ -1,0 +1,266 @@
+"""Sparse structure VAE, one per level (XCube §3.1, in our words).
+
+Encoder: sparse 3x3x3 convs alternating with 2x max pooling, from the level's grid down to the
+latent grid; a head gives mean and log-variance (reparameterised). For the coarsest level the latent
+is *dense* (every cell of a fixed box, e.g. 16x16x8), so diffusion there runs on a fixed grid.
+
+Decoder: structure prediction after Neural Kernel Surface Reconstruction. Starting on the latent grid
+it repeats: (early-dilate the grid by one voxel at coarse steps, so it can grow) -> res blocks ->
+per-voxel keep/drop logits -> prune -> subdivide 2x with a transposed conv; at the level's resolution
+heads predict normals and semantic classes. In training the next grid follows the ground truth
+(teacher forcing); in sampling it follows the logits.
+
+Loss = sum over decoder steps of BCE(structure) + L1(normals) + CE(semantics) + kl_weight * KL.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from xcube_core.models.base import PretrainedMixin
+from xcube_core.models.blocks import ConvBlock, ResBlock
+from xcube_core.nn import PlanCache, SparseConv3d, SparseConvTranspose3d
+from xcube_core.sparse import GridBatch
+
+
+@dataclasses.dataclass(frozen=True)
+class VAEConfig:
+    """Architecture of one level's VAE.
+
+    Attributes:
+        grid_shape: extent of the level in voxels (X, Y, Z); voxels lie in [0, grid_shape).
+        voxel_size: the level's voxel size in metres.
+        num_classes: semantic classes (0 disables the semantic head and input).
+        channels: encoder widths from the level's resolution down to the latent (len = num_down + 1);
+            the decoder mirrors them.
+        latent_channels: channels of the latent X_l.
+        dense_latent: latent on the dense box grid_shape / 2**num_down (coarsest level) instead of on
+            the sparse coarsened grid.
+        dilate_steps: number of coarse decoder steps that early-dilate their grid by one voxel.
+        blocks: res blocks per resolution.
+        kl_weight: weight of KL(q(X|G) || N(0, I)).
+    """
+
+    grid_shape: tuple[int, int, int] = (64, 64, 32)
+    voxel_size: float = 1.0
+    num_classes: int = 9
+    sem_embed_dim: int = 8
+    channels: tuple[int, ...] = (16, 32, 64)
+    latent_channels: int = 8
+    dense_latent: bool = True
+    dilate_steps: int = 1
+    blocks: int = 1
+    kl_weight: float = 0.03
+    normal_weight: float = 1.0
+    semantic_weight: float = 1.0
+
+    @property
+    def num_down(self) -> int:
+        return len(self.channels) - 1
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int]:
+        f = 2 ** self.num_down
+        return tuple(-(-s // f) for s in self.grid_shape)
+
+    @property
+    def in_channels(self) -> int:
+        return 4 + (self.sem_embed_dim if self.num_classes else 0)
+
+
+@dataclasses.dataclass
+class DecodedLevel:
+    """Decoder output: the grid at the level's resolution and its attributes and per-step logits."""
+
+    grid: GridBatch
+    normals: torch.Tensor            # (N, 3) unit
+    semantic_logits: torch.Tensor | None  # (N, num_classes)
+    step_grids: list[GridBatch]      # grid on which each step's keep logits live
+    step_logits: list[torch.Tensor]  # (N_s,) keep logits per step
+
+    @property
+    def semantics(self) -> torch.Tensor | None:
+        return None if self.semantic_logits is None else self.semantic_logits.argmax(dim=1)
+
+
+def attribute_features(normals: torch.Tensor | None, semantics: torch.Tensor | None, n: int,
+                       sem_embed: nn.Embedding | None, device) -> torch.Tensor:
+    """Per-voxel input features: [1, normal xyz, semantic embedding] (unknown class -1 -> zeros)."""
+    ones = torch.ones(n, 1, device=device)
+    nrm = normals.float() if normals is not None else torch.zeros(n, 3, device=device)
+    feats = [ones, nrm]
+    if sem_embed is not None:
+        if semantics is None:
+            feats.append(torch.zeros(n, sem_embed.embedding_dim, device=device))
+        else:
+            s = semantics.long()
+            emb = sem_embed(s.clamp(min=0))
+            feats.append(emb * (s >= 0).to(emb.dtype)[:, None])
+    return torch.cat(feats, dim=1)
+
+
+class SparseStructureVAE(nn.Module, PretrainedMixin):
+    """Per-level sparse structure VAE (see module docstring)."""
+
+    config_class = VAEConfig
+
+    def __init__(self, config: VAEConfig) -> None:
+        super().__init__()
+        self.config = config
+        c = config.channels
+        self.sem_embed = nn.Embedding(config.num_classes, config.sem_embed_dim) if config.num_classes else None
+        # encoder: fine -> coarse
+        self.enc_in = SparseConv3d(config.in_channels, c[0], 3)
+        self.enc_blocks = nn.ModuleList(
+            nn.ModuleList(ResBlock(c[i] if j == 0 else c[i], c[i]) for j in range(config.blocks))
+            for i in range(len(c))
+        )
+        self.enc_proj = nn.ModuleList(nn.Linear(c[i], c[i + 1]) for i in range(len(c) - 1))
+        self.enc_dense = ResBlock(c[-1], c[-1]) if config.dense_latent else None
+        self.enc_out = ConvBlock(c[-1], 2 * config.latent_channels)
+        # decoder: coarse -> fine; step s works at width c[-1 - s]
+        self.dec_in = SparseConv3d(config.latent_channels, c[-1], 3)
+        steps = config.num_down + 1
+        self.dec_blocks = nn.ModuleList(
+            nn.ModuleList(ResBlock(c[-1 - s], c[-1 - s]) for _ in range(config.blocks + (s == 0)))
+            for s in range(steps)
+        )
+        self.keep_heads = nn.ModuleList(nn.Linear(c[-1 - s], 1) for s in range(steps))
+        self.up = nn.ModuleList(SparseConvTranspose3d(c[-1 - s], c[-2 - s], 2, 2) for s in range(steps - 1))
+        self.normal_head = nn.Linear(c[0], 3)
+        self.semantic_head = nn.Linear(c[0], config.num_classes) if config.num_classes else None
+
+    # --- encoder ------------------------------------------------------------------------------
+    def latent_grid_for(self, grid: GridBatch) -> GridBatch:
+        """The grid the latent of ``grid`` lives on (dense box, or the coarsened grid)."""
+        cfg = self.config
+        if cfg.dense_latent:
+            f = 2 ** cfg.num_down
+            vs = grid.voxel_sizes * f
+            return GridBatch.from_dense(grid.grid_count, cfg.latent_shape, voxel_sizes=vs[0],
+                                        origins=grid.origins[0] + (f - 1) * 0.5 * grid.voxel_sizes[0],
+                                        device=grid.device)
+        return grid.coarsened_grid(2 ** cfg.num_down)
+
+    def encode(self, grid: GridBatch, normals: torch.Tensor | None, semantics: torch.Tensor | None):
+        """Posterior q(X | G, A). Returns (mean, logvar, latent grid); mean/logvar (N_lat, C_lat)."""
+        plans = PlanCache()
+        x = attribute_features(normals, semantics, grid.total_voxels, self.sem_embed, grid.device)
+        h = self.enc_in(x, plans.get(3, 1, grid))
+        g = grid
+        for i, blocks in enumerate(self.enc_blocks):
+            for blk in blocks:
+                h = blk(h, g, plans)
+            if i < len(self.enc_proj):
+                h, g = g.max_pool(2, self.enc_proj[i](h))
+        if self.enc_dense is not None:
+            dense = self.latent_grid_for(grid)
+            h = dense.inject_from(g, h, default_value=0.0)
+            g = dense
+            h = self.enc_dense(h, g, plans)
+        mean, logvar = self.enc_out(h, g, plans).chunk(2, dim=1)
+        return mean, logvar.clamp(-30.0, 20.0), g
+
+    # --- decoder ------------------------------------------------------------------------------
+    def decode(self, latent: torch.Tensor, latent_grid: GridBatch, target: GridBatch | None = None,
+               keep_threshold: float = 0.0, max_voxels: int | None = None) -> DecodedLevel:
+        """Structure-predicting decoder.
+
+        Args:
+            latent: (N_lat, C_lat) on ``latent_grid``.
+            target: ground-truth grid at the level's resolution for teacher forcing (training).
+            keep_threshold: logit above which a voxel is kept when sampling.
+            max_voxels: safety bound on voxels at the level's resolution when sampling (keeps the
+                top logits); coarser steps get max_voxels / 8 per step up.
+        """
+        cfg = self.config
+        plans = PlanCache()
+        g = latent_grid
+        h = self.dec_in(latent, plans.get(3, 1, g))
+        step_grids, step_logits = [], []
+        steps = cfg.num_down + 1
+        for s in range(steps):
+            if s < cfg.dilate_steps:
+                grown = self._within_bounds(g.dilated_grid(1), steps - 1 - s)
+                h, g = grown.inject_from(g, h, 0.0), grown
+            for blk in self.dec_blocks[s]:
+                h = blk(h, g, plans)
+            logits = self.keep_heads[s](h).squeeze(1)
+            step_grids.append(g)
+            step_logits.append(logits)
+            if target is not None:
+                factor = 2 ** (steps - 1 - s)
+                gt = target.coarsened_grid(factor) if factor > 1 else target
+                keep = gt.coords_in_grid(g.ijk).jdata
+            else:
+                keep = logits > keep_threshold
+                budget = None if max_voxels is None else max(1, max_voxels // 8 ** (steps - 1 - s))
+                if budget is not None and int(keep.sum()) > budget:
+                    keep = logits >= torch.topk(logits, budget).values[-1]
+            kept = g.pruned_grid(keep)
+            h = h[keep]
+            if s < steps - 1:
+                fine = kept.refined_grid(2)
+                h = self.up[s](h, plans.get(2, 2, kept, fine, transposed=True))
+                g = fine
+            else:
+                g = kept
+        normals = F.normalize(self.normal_head(h).float(), dim=1, eps=1e-6)
+        sem = self.semantic_head(h).float() if self.semantic_head is not None else None
+        return DecodedLevel(g, normals, sem, step_grids, step_logits)
+
+    def _within_bounds(self, grid: GridBatch, levels_up: int) -> GridBatch:
+        """Drop voxels outside the level's box [0, grid_shape) seen ``levels_up`` halvings coarser."""
+        f = 2 ** levels_up
+        hi = torch.tensor([-(-s // f) for s in self.config.grid_shape], device=grid.device)
+        ijk = grid.ijk.jdata
+        inside = ((ijk >= 0) & (ijk < hi)).all(dim=1)
+        return grid if bool(inside.all()) else grid.pruned_grid(inside)
+
+    # --- training -----------------------------------------------------------------------------
+    def forward(self, grid: GridBatch, normals: torch.Tensor, semantics: torch.Tensor | None,
+                generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """Reconstruction losses for a batch (teacher-forced decode of a sampled posterior)."""
+        mean, logvar, lat_grid = self.encode(grid, normals, semantics)
+        noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype) \
+            if generator is not None else torch.randn_like(mean)
+        z = mean + torch.exp(0.5 * logvar) * noise
+        dec = self.decode(z, lat_grid, target=grid)
+        return self.losses(dec, grid, normals, semantics, mean, logvar, lat_grid)
+
+    def losses(self, dec: DecodedLevel, grid, normals, semantics, mean, logvar, lat_grid) -> dict:
+        cfg = self.config
+        structure = 0.0
+        steps = len(dec.step_grids)
+        for s, (g, logit) in enumerate(zip(dec.step_grids, dec.step_logits)):
+            factor = 2 ** (steps - 1 - s)
+            gt = grid.coarsened_grid(factor) if factor > 1 else grid
+            occ = gt.coords_in_grid(g.ijk).jdata.float()
+            structure = structure + F.binary_cross_entropy_with_logits(logit.float(), occ)
+        # teacher forcing makes dec.grid == grid: align attributes by coordinates
+        idx = grid.ijk_to_index(dec.grid.ijk, cumulative=True).jdata
+        n_loss = (dec.normals - normals[idx].float()).abs().sum(1).mean()
+        out = {"structure": structure, "normal": n_loss}
+        total = structure + cfg.normal_weight * n_loss
+        if dec.semantic_logits is not None and semantics is not None:
+            tgt = semantics[idx].long()
+            s_loss = F.cross_entropy(dec.semantic_logits, tgt, ignore_index=-1) if bool((tgt >= 0).any()) \
+                else dec.semantic_logits.sum() * 0.0
+            out["semantic"] = s_loss
+            total = total + cfg.semantic_weight * s_loss
+        kl = 0.5 * (mean.float() ** 2 + logvar.float().exp() - 1.0 - logvar.float()).sum(1)
+        kl = (torch.zeros(lat_grid.grid_count, device=kl.device).index_add_(0, lat_grid.jidx.long(), kl)
+              / lat_grid.num_voxels.clamp(min=1)).mean()
+        out["kl"] = kl
+        out["loss"] = total + cfg.kl_weight * kl
+        return out
+
+    @torch.no_grad()
+    def reconstruct(self, grid: GridBatch, normals, semantics) -> DecodedLevel:
+        """Encode to the posterior mean and decode by prediction (no teacher forcing)."""
+        mean, _, lat_grid = self.encode(grid, normals, semantics)
+        return self.decode(mean, lat_grid)
