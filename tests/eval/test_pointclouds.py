@@ -36,7 +36,12 @@ def _dense_exposed(ijk: torch.Tensor) -> torch.Tensor:
     return torch.stack(out, 1)
 
 
-def test_exposed_faces_match_dense_reference(generator):
+@pytest.mark.parametrize("dense_lookup", [True, False])
+def test_exposed_faces_match_dense_reference(generator, monkeypatch, dense_lookup):
+    import xcube_core.eval.pointclouds as pc
+
+    if not dense_lookup:  # force the sorted-key path used for very large bounding boxes
+        monkeypatch.setattr(pc, "DENSE_LOOKUP_MAX_CELLS", 0)
     ijk = torch.unique(torch.randint(-3, 5, (200, 3), generator=generator, dtype=torch.int32), dim=0)
     assert torch.equal(exposed_faces(ijk), _dense_exposed(ijk))
 

@@ -27,6 +27,9 @@ log = logging.getLogger(__name__)
 # The 6 face directions: (axis, sign). Face d of a voxel faces neighbour ijk + sign * e_axis.
 _FACE_DIRS: tuple[tuple[int, int], ...] = ((0, -1), (0, 1), (1, -1), (1, 1), (2, -1), (2, 1))
 NORMALIZE_MODES = ("box", "sphere", "none")
+# Bounding boxes up to this many cells use a dense occupancy lookup (1 byte per cell), larger ones
+# binary search over sorted voxel keys.
+DENSE_LOOKUP_MAX_CELLS = 1 << 26
 
 
 def _check_ijk(ijk: torch.Tensor) -> torch.Tensor:
@@ -78,6 +81,15 @@ def exposed_faces(ijk: torch.Tensor) -> torch.Tensor:
         return out
     lo = ijk.min(dim=0).values - 1  # one voxel margin so neighbours have keys too
     dims = ijk.max(dim=0).values - lo + 2
+    if int(dims.prod()) <= DENSE_LOOKUP_MAX_CELLS:
+        # Dense occupancy of the bounding box (+1 margin): one gather per direction.
+        occ = torch.zeros(int(dims.prod()), dtype=torch.bool)
+        occ[voxel_keys(ijk, lo, dims)] = True
+        keys = voxel_keys(ijk, lo, dims)
+        strides = (int(dims[1] * dims[2]), int(dims[2]), 1)
+        for d, (axis, sign) in enumerate(_FACE_DIRS):
+            out[:, d] = ~occ[keys + sign * strides[axis]]
+        return out
     keys = torch.sort(voxel_keys(ijk, lo, dims)).values
     for d, (axis, sign) in enumerate(_FACE_DIRS):
         nb = ijk.clone()
