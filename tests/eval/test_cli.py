@@ -146,8 +146,8 @@ def test_eval_with_tiny_pipeline(reference_dir, tmp_path):
     assert o["statistic"] == "tree_fraction" and 0.0 <= o["positive_value"] <= 1.0
     # The fake references use the tiny model's voxel sizes (2 m, 1 m), so both VAEs apply.
     out = tmp_path / "v.json"
-    assert main(["eval", "vae", "--model", "tiny", "--reference", str(reference_dir), "--num", "1",
+    assert main(["eval", "vae", "--model", "tiny", "--reference", str(reference_dir), "--num", "1", "--refine",
                  "--out", str(out), "--no-progress"]) == 0
     v = json.loads(out.read_text())
-    assert set(v["levels"]) == {"0", "1"}
+    assert set(v["levels"]) == {"0", "1"} and v["refine"] is True
     assert all(0.0 <= lv["mean_iou"] <= 1.0 for lv in v["levels"].values())

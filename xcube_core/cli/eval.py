@@ -75,6 +75,8 @@ def register(sub) -> None:
     _reference_args(v, default_num=50)
     v.add_argument("--levels", type=int, nargs="+", default=None, metavar="L",
                    help="model levels to evaluate (default all)")
+    v.add_argument("--refine", action="store_true",
+                   help="also run each level's refinement net on the decoded grid, as generation does")
     _out_arg(v, "eval_vae.json")
     v.set_defaults(func=run_vae)
 
@@ -168,7 +170,8 @@ def run_vae(args) -> int:
     bad = [lv for lv in (args.levels or ()) if not 0 <= lv < n]
     if bad:
         raise InvalidInputError(f"--levels {bad} out of range; this model has levels 0..{n - 1}")
-    result = runners.evaluate_vae(pipe, refs, levels=args.levels, progress=not args.no_progress)
+    result = runners.evaluate_vae(pipe, refs, levels=args.levels, refine=args.refine,
+                                  progress=not args.no_progress)
     result["reference"] = str(args.reference)
     return _finish(result, args.out)
 

@@ -226,11 +226,13 @@ def _grid_attributes(level: Level, device) -> tuple[Any, torch.Tensor | None, to
     return grid, normals, semantics
 
 
-def vae_reconstructor(pipe, level_index: int) -> Callable[[Level], tuple[torch.Tensor, torch.Tensor | None]]:
+def vae_reconstructor(pipe, level_index: int, refine: bool = False
+                      ) -> Callable[[Level], tuple[torch.Tensor, torch.Tensor | None]]:
     """A function ``level -> (ijk (M, 3), semantics (M,) or None)`` reconstructing with the level's VAE.
 
-    Works with `XCubePipeline` (``pipe.levels[i].vae.reconstruct(grid, normals, semantics)``) and with
-    any object exposing ``reconstruct(level, level_index) -> Level``.
+    Works with `XCubePipeline` (``pipe.levels[i].vae.reconstruct(grid, normals, semantics)``, then,
+    with ``refine``, the level's refinement net as in generation) and with any object exposing
+    ``reconstruct(level, level_index) -> Level``.
     """
     if hasattr(pipe, "reconstruct"):
         def run_generic(level: Level):
@@ -238,32 +240,38 @@ def vae_reconstructor(pipe, level_index: int) -> Callable[[Level], tuple[torch.T
             return out.ijk, out.semantics
         return run_generic
     try:
-        vae = pipe.levels[level_index].vae
+        models = pipe.levels[level_index]
+        vae = models.vae
     except (AttributeError, IndexError, TypeError) as exc:
         raise InvalidInputError(f"model has no VAE for level {level_index} (expected pipe.levels[i].vae or "
                                 f"pipe.reconstruct); got {type(pipe).__name__}") from exc
+    refine_net = getattr(models, "refine", None) if refine else None
     device = getattr(pipe, "device", torch.device("cpu"))
 
     def run(level: Level):
         grid, normals, semantics = _grid_attributes(level, device)
         dec = vae.reconstruct(grid, normals, semantics)
-        sem = dec.semantics
-        return dec.grid.ijk.jdata.cpu(), None if sem is None else sem.cpu()
+        out_grid, out_normals, sem = dec.grid, dec.normals, dec.semantics
+        if refine_net is not None and out_grid.total_voxels:
+            ref = refine_net(out_grid, out_normals, sem, bounds=tuple(vae.config.grid_shape))
+            out_grid, sem = ref.grid, ref.semantics
+        return out_grid.ijk.jdata.cpu(), None if sem is None else sem.cpu()
     return run
 
 
 def evaluate_vae(pipe, references: Sequence[Reference], *, levels: Sequence[int] | None = None,
-                 progress: bool = True) -> dict[str, Any]:
+                 refine: bool = False, progress: bool = True) -> dict[str, Any]:
     """Voxel IoU (and semantic agreement on shared voxels) of VAE reconstructions, per model level.
 
     The reference level with the model level's voxel size is encoded to the posterior mean and
-    decoded by structure prediction; IoU compares the decoded voxel set with the input.
+    decoded by structure prediction (then refined, with ``refine``); IoU compares the decoded voxel
+    set with the input.
     """
     levels = list(range(len(pipe.voxel_sizes))) if levels is None else list(levels)
     per_level = {}
     for li in levels:
         vs = float(pipe.voxel_sizes[li])
-        recon = vae_reconstructor(pipe, li)
+        recon = vae_reconstructor(pipe, li, refine)
         rows = []
         for ref in _bar(references, progress, f"VAE level {li}"):
             lvl = ref.level_at(vs)
@@ -285,7 +293,7 @@ def evaluate_vae(pipe, references: Sequence[Reference], *, levels: Sequence[int]
                               "mean_semantic_accuracy": sum(accs) / len(accs) if accs else float("nan"),
                               "samples": rows}
     return {"task": "vae", "model_id": getattr(pipe, "model_id", "?"), "num": len(references),
-            "levels": per_level}
+            "refine": bool(refine), "levels": per_level}
 
 
 def evaluate_prompts(pipe, pairs: Sequence[PromptPair], seeds: Sequence[int], *, steps: int = 25,
