@@ -65,3 +65,14 @@ def test_cli_errors_are_one_clear_line(tmp_path, level_file, capsys):
     assert "exceeds --threshold" in capsys.readouterr().err
     assert main(["import-vdb", str(path), "--out", str(tmp_path / "o"), "--list"]) == 0
     assert "semantics" in capsys.readouterr().out
+
+
+def test_bench_io_runs_small_and_prints_json(capsys):
+    import json
+
+    assert main(["bench", "io", "--voxels", "3000", "--mesh-voxels", "2000", "--preview-voxels", "2000",
+                 "--repeat", "1", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    steps = {r["step"] for r in report["rows"]}
+    assert report["benchmark"] == "io" and report["voxels"] > 2500
+    assert {"write_level -> .vdb file", "read_level <- .vdb file", "smooth mesh", "blocky mesh"} <= steps
