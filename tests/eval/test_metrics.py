@@ -48,6 +48,13 @@ def test_pairwise_chamfer_symmetric(generator, backend):
     assert torch.all(got.diagonal() == 0)
 
 
+def test_torch_chamfer_is_accurate_far_from_the_origin(generator):
+    a = torch.rand(2, 64, 3, generator=generator) + 1000.0  # metres far from the origin, float32
+    b = torch.rand(2, 64, 3, generator=generator) + 1000.0
+    np.testing.assert_allclose(pairwise_chamfer(a, b, backend="torch").numpy(),
+                               pairwise_chamfer(a, b, backend="kdtree").numpy(), rtol=1e-3)
+
+
 def test_chamfer_of_translated_cloud_is_twice_squared_shift():
     # A single point vs the same point shifted by t: each direction contributes |t|^2.
     x = torch.zeros(1, 1, 3)

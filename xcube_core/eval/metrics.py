@@ -62,6 +62,10 @@ def chamfer_distance(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         ``CD(x[k], y[k])``. Shape: (K,), float32.
     """
     x, y = x.to(torch.float32), y.to(torch.float32)
+    # Chamfer is translation invariant; centring each pair keeps the GEMM expansion below exact-ish
+    # in float32 also for clouds far from the origin (e.g. unnormalised metres).
+    c = x.mean(dim=1, keepdim=True)
+    x, y = x - c, y - c
     # |x - y|^2 = |x|^2 + |y|^2 - 2 x.y, computed as one batched GEMM (what torch.cdist does in
     # its "use_mm_for_euclid_dist" mode, without the square root we would only undo).
     xx = (x * x).sum(-1, keepdim=True)  # (K, P, 1)

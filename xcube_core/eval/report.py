@@ -76,7 +76,7 @@ def generation_tables(r: dict[str, Any]) -> list:
     t.add_row("MMD-CD (x 1e3)", f"{1e3 * m['MMD-CD']:.3f}", "")
     t.add_row("failed / empty scenes", str(r["failed_scenes"]), "")
     cf = r["class_fractions"]
-    c = _table(f"Class fractions (total variation {cf['total_variation']:.3f})", ["class", "generated", "reference"])
+    c = _table(f"Class fractions (TV {cf['total_variation']:.3f})", ["class", "generated", "reference"])
     for name, g, ref in zip(cf["classes"], cf["generated"], cf["reference"]):
         c.add_row(name, _pct(g), _pct(ref))
     return [t, c]
