@@ -23,6 +23,7 @@ Targets of the default model: 1-NNA <= 65 %, COV >= 45 %, prompt control >= 80 %
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import pathlib
 
@@ -130,6 +131,19 @@ def _check_positive(**values: int) -> None:
             raise InvalidInputError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
 
 
+@contextlib.contextmanager
+def _quiet_pipeline(args):
+    """Per-level generation logs would break the progress bars; keep them for ``xcube -v eval``."""
+    logger = logging.getLogger("xcube_core.pipeline")
+    old = logger.level
+    if not getattr(args, "verbose", False):
+        logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(old)
+
+
 def _finish(result: dict, out: pathlib.Path) -> int:
     from xcube_core.eval.report import print_report, write_json
 
@@ -152,10 +166,12 @@ def run_generation(args) -> int:
         result["generated"] = f"{args.generated} ({args.generated_split})"
         result["reference"] = f"{args.reference} ({args.split})"
         return _finish(result, args.out)
-    pipe = runners.load_pipeline(args.model, args.device)
-    result = runners.evaluate_generation(
-        pipe, refs, seed=args.seed, steps=args.steps, guidance=args.guidance, prompt=args.prompt,
-        num_points=args.points, normalize=args.normalize, backend=args.backend, progress=not args.no_progress)
+    with _quiet_pipeline(args):
+        pipe = runners.load_pipeline(args.model, args.device)
+        result = runners.evaluate_generation(
+            pipe, refs, seed=args.seed, steps=args.steps, guidance=args.guidance, prompt=args.prompt,
+            num_points=args.points, normalize=args.normalize, backend=args.backend,
+            progress=not args.no_progress)
     result["reference"] = str(args.reference)
     return _finish(result, args.out)
 
@@ -182,9 +198,10 @@ def run_prompts(args) -> int:
 
     _check_positive(seeds=args.seeds, steps=args.steps)
     pairs = load_pairs(args.pairs, args.attributes, args.kinds)
-    pipe = runners.load_pipeline(args.model, args.device)
     seeds = list(range(args.seed_start, args.seed_start + args.seeds))
-    result = runners.evaluate_prompts(pipe, pairs, seeds, steps=args.steps, guidance=args.guidance,
-                                      progress=not args.no_progress)
+    with _quiet_pipeline(args):
+        pipe = runners.load_pipeline(args.model, args.device)
+        result = runners.evaluate_prompts(pipe, pairs, seeds, steps=args.steps, guidance=args.guidance,
+                                          progress=not args.no_progress)
     result["pairs_source"] = args.pairs
     return _finish(result, args.out)
