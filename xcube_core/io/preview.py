@@ -9,7 +9,9 @@ Pure numpy rasteriser, no GPU or OpenGL:
    coordinates with a shared inverse matrix), in bounded chunks.
 3. Resolve visibility with a z-buffer (``np.minimum.at``), shade with Lambert light from the upper
    left plus a sky term, a per-face ambient-occlusion factor (occupied voxels around the face) and
-   dark outlines at depth discontinuities, over a sky gradient.
+   dark outlines at depth discontinuities, over a sky gradient. Voxels that project to a few pixels
+   only are shaded with per-voxel normals (the level's, or estimated) instead of flat cube faces,
+   which would otherwise show moire.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from xcube_core.errors import InvalidInputError
-from xcube_core.io.voxels import VoxelLookup, class_colors, to_numpy
+from xcube_core.io.voxels import VoxelLookup, class_colors, estimate_normals, to_numpy
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +72,11 @@ def render_preview(level: Any, width: int = 800, height: int = 600, azimuth: flo
     scale, shift = _fit(ijk, cam, w, h)
     lookup = VoxelLookup(ijk)
     colors = class_colors(level.semantics, len(ijk)).astype(np.float32)
+    smooth = _smooth_weight(scale / ss)
+    voxel_normals = None
+    if smooth > 0:
+        voxel_normals = (to_numpy(level.normals, np.float32) if level.normals is not None
+                         else estimate_normals(ijk, lookup))
     zbuf = np.full(w * h, np.inf, np.float32)
     frags = []
     for normal in np.eye(3, dtype=np.int64).tolist() + (-np.eye(3, dtype=np.int64)).tolist():
@@ -78,7 +85,12 @@ def render_preview(level: Any, width: int = 800, height: int = 600, azimuth: flo
             continue  # back face
         faces = np.flatnonzero(~lookup.contains(ijk + normal))
         if len(faces):
-            shade = _face_shade(normal, cam) * _ambient_occlusion(ijk[faces], normal, lookup)
+            n = np.broadcast_to(normal.astype(np.float32), (len(faces), 3))
+            if smooth > 0:
+                n = (1 - smooth) * n + smooth * voxel_normals[faces]
+                n = n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-6)
+            ao = _ambient_occlusion(ijk[faces], normal, lookup)
+            shade = _shade(n, cam) * (1 - (1 - smooth) * (1 - ao))  # no AO on tiny voxels
             rgb = colors[faces] * shade[:, None]
             frags.extend(_raster_faces(ijk[faces], normal, rgb, cam, scale, shift, w, h, zbuf))
     pix = np.concatenate([f[0] for f in frags])
@@ -87,7 +99,7 @@ def render_preview(level: Any, width: int = 800, height: int = 600, azimuth: flo
     win = depth <= zbuf[pix]
     flat = image.reshape(-1, 3)
     flat[pix[win]] = rgb[win]
-    _outline(image, zbuf.reshape(h, w))
+    _outline(image, zbuf.reshape(h, w), jump=2.0 + 10.0 * smooth)
     return _downsample(image, ss)
 
 
@@ -120,13 +132,19 @@ def _fit(ijk: np.ndarray, cam: tuple, w: int, h: int) -> tuple[float, np.ndarray
     return float(scale), shift
 
 
-def _face_shade(normal: np.ndarray, cam: tuple) -> float:
-    light = -0.55 * cam[0] - 0.35 * cam[2] + np.array([0.0, 0.0, 0.75])  # from the upper left, behind us
+def _shade(normals: np.ndarray, cam: tuple) -> np.ndarray:
+    """Lambert light from the upper left (behind the viewer) plus a sky term. normals: (F, 3) -> (F,)."""
+    light = -0.55 * cam[0] - 0.35 * cam[2] + np.array([0.0, 0.0, 0.75])
     light = light / np.linalg.norm(light)
-    n = normal.astype(np.float64)
-    lambert = max(0.0, float(n @ light))
-    sky = 0.5 + 0.5 * float(n[2])
-    return 0.30 + 0.62 * lambert + 0.18 * sky
+    lambert = np.clip(normals @ light, 0.0, None)
+    sky = 0.5 + 0.5 * normals[:, 2]
+    return (0.30 + 0.62 * lambert + 0.18 * sky).astype(np.float32)
+
+
+def _smooth_weight(pixels_per_voxel: float) -> float:
+    """How much per-voxel (smooth) normals replace flat face normals: voxels of ~1-2 pixels show
+    moire when shaded as cubes, so small voxels are shaded as a smooth surface."""
+    return float(np.clip((5.0 - pixels_per_voxel) / 3.0, 0.0, 1.0))
 
 
 def _ambient_occlusion(ijk: np.ndarray, normal: np.ndarray, lookup: VoxelLookup) -> np.ndarray:
