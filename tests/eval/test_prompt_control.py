@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import FakePipeline, fake_scene  # tests/eval/conftest.py
+from eval_fakes import FakePipeline, fake_scene  # tests/eval/eval_fakes.py (conftest puts it on sys.path)
 from xcube_core.errors import InvalidInputError
 from xcube_core.eval.prompt_control import (
     ATTRIBUTES,

@@ -74,20 +74,24 @@ def _pairs(attribute: str, kind: str, rows: Iterable[tuple[str, str]]) -> list[P
     return [PromptPair(attribute, p, n, kind) for p, n in rows]
 
 
-# In-distribution wording: place phrases, adjectives, nouns and frames of the training captions.
+# In-distribution wording: place phrases, adjectives, nouns and frames of the training captions, and
+# only attribute values that occur together with that style in the training data (e.g. downtown
+# buildings are "tall" or "mid-rise", never "low"; downtown has "no" or "a handful of" trees).
 _CAPTION_PAIRS = (
     _pairs("tall", "caption", [
-        ("a dense downtown block with tall office towers", "a dense downtown block with low buildings"),
+        ("a dense downtown block with tall office buildings", "a dense downtown block with mid-rise office buildings"),
         ("a riverside street with high-rise apartment blocks",
          "a riverside street with low-rise apartment blocks"),
-        ("a suburban street featuring towering houses and some trees",
+        ("a suburban street featuring medium-height houses and some trees",
          "a suburban street featuring single-storey houses and some trees"),
     ])
     + _pairs("trees", "caption", [
-        ("a quiet suburban street with low houses and many trees", "a quiet suburban street with low houses and no trees"),
-        ("a city park with low pavilions and lots of trees", "a city park with low pavilions and no trees"),
+        ("a quiet suburban street with low houses and many trees",
+         "a quiet suburban street with low houses and some trees"),
         ("a rural farmstead with small farm buildings and plenty of trees",
-         "a rural farmstead with small farm buildings and no trees"),
+         "a rural farmstead with small farm buildings and some trees"),
+        ("a dense downtown block with tall towers and a handful of trees",
+         "a dense downtown block with tall towers and no trees"),
     ])
     + _pairs("water", "caption", [
         ("a public park with scattered trees and a pond", "a public park with scattered trees"),
