@@ -80,6 +80,13 @@ def test_level_round_trip_through_file_and_bytes(level, tmp_path):
         assert back.metadata == level.metadata
 
 
+def test_metadata_with_numpy_and_torch_values_round_trips_as_json():
+    lvl = make_level(box_ijk((0, 0, 0), (2, 2, 2)))
+    lvl.metadata = {"seed": np.int64(12), "guidance": torch.tensor(3.5), "steps": np.arange(3), "path": b"x"}
+    back = vdb.level_from_bytes(vdb.level_to_bytes(lvl))
+    assert back.metadata == {"seed": 12, "guidance": 3.5, "steps": [0, 1, 2], "path": "b'x'"}
+
+
 def test_custom_origin_and_no_attributes(tmp_path):
     lvl = make_level(box_ijk((0, 0, 0), (3, 4, 5)), voxel_size=0.5, origin=(10.0, -2.0, 0.25),
                      attributes=False)

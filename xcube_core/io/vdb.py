@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import numbers
 import os
 import pathlib
 import tempfile
@@ -236,14 +237,22 @@ def _level_metadata(level: Level) -> dict[str, Any]:
         "xcube_level": int(level.index),
         "xcube_voxel_size": float(level.voxel_size),
         "class_names": json.dumps(list(level.class_names)),
-        "xcube_metadata": json.dumps(level.metadata, default=str),
+        "xcube_metadata": json.dumps(level.metadata, default=_json_default),
     }
     for key in ("prompt", "model_id"):
         if level.metadata.get(key) is not None:
             meta[key] = str(level.metadata[key])
-    if isinstance(level.metadata.get("seed"), int):
-        meta["seed"] = int(level.metadata["seed"])
+    seed = level.metadata.get("seed")
+    if isinstance(seed, numbers.Integral) and not isinstance(seed, bool) and -(2**63) <= int(seed) < 2**63:
+        meta["seed"] = int(seed)
     return meta
+
+
+def _json_default(value: Any) -> Any:
+    """numpy/torch scalars and arrays as plain JSON values; anything else as its string."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return str(value)
 
 
 def _check_file(path: Any) -> None:
