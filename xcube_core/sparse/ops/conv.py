@@ -61,6 +61,8 @@ def _forward(x: torch.Tensor, weight: torch.Tensor, plan, tile: int = TILE_ROWS)
     """out (N_out, C_out) = sum_k scatter(out_k, gather(x, in_k) @ weight[k])."""
     x = x.contiguous()
     out = x.new_empty(plan.target_grid.total_voxels, weight.shape[2])
+    if x.dtype in (torch.bfloat16, torch.float16):
+        return _forward_low_precision(x, weight, plan, tile, out)
     for a, b, segs in _tiles(plan, tile):
         if plan.center is not None:
             torch.mm(x[a:b], weight[plan.center], out=out[a:b])
@@ -68,6 +70,21 @@ def _forward(x: torch.Tensor, weight: torch.Tensor, plan, tile: int = TILE_ROWS)
             out[a:b].zero_()
         for k, in_k, out_k in segs:
             out.index_add_(0, out_k, torch.mm(x.index_select(0, in_k), weight[k]))
+    return out
+
+
+def _forward_low_precision(x, weight, plan, tile, out):
+    """bf16/fp16 matmuls, but each output tile sums its offsets in a float32 buffer (one rounding)."""
+    acc = torch.empty(min(tile, out.shape[0]), out.shape[1], dtype=torch.float32, device=x.device)
+    for a, b, segs in _tiles(plan, tile):
+        o = acc[: b - a]
+        if plan.center is not None:
+            o.copy_(torch.mm(x[a:b], weight[plan.center]))
+        else:
+            o.zero_()
+        for k, in_k, out_k in segs:
+            o.index_add_(0, out_k - a, torch.mm(x.index_select(0, in_k), weight[k]).float())
+        out[a:b].copy_(o)
     return out
 
 
