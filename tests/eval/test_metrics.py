@@ -8,6 +8,7 @@ import torch
 
 from xcube_core.errors import InvalidInputError
 from xcube_core.eval.metrics import (
+    batched_voxel_iou,
     chamfer_distance,
     class_fractions,
     cov_from_matrix,
@@ -149,6 +150,18 @@ def test_voxel_iou_of_overlapping_boxes():
     assert voxel_iou(a, _box((10, 10, 10), (12, 12, 12))) == 0.0
     assert voxel_iou(a[:0], b[:0]) == 1.0 and voxel_iou(a, b[:0]) == 0.0
     assert voxel_iou(a - 10, b - 10) == pytest.approx(32 / 96)  # negative coordinates
+
+
+def test_batched_voxel_iou_on_grid_batches():
+    from xcube_core.sparse import GridBatch
+
+    a = [_box((0, 0, 0), (4, 4, 4)), _box((0, 0, 0), (2, 2, 2))]
+    b = [_box((2, 0, 0), (6, 4, 4)), _box((0, 0, 0), (2, 2, 2))]
+    got = batched_voxel_iou(GridBatch.from_ijk(a).ijk, GridBatch.from_ijk(b).ijk)
+    assert got.tolist() == pytest.approx([32 / 96, 1.0])
+    assert batched_voxel_iou(a, b).tolist() == pytest.approx([32 / 96, 1.0])
+    with pytest.raises(InvalidInputError, match="same number of grids"):
+        batched_voxel_iou(a, b[:1])
 
 
 def test_matched_semantic_accuracy():

@@ -7,6 +7,7 @@ Modules: `pointclouds` (surface sampling, per-shape normalisation), `metrics` (C
 """
 
 from xcube_core.eval.metrics import (  # noqa: F401
+    batched_voxel_iou,
     chamfer_distance,
     class_fractions,
     cov_from_matrix,

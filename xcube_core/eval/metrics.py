@@ -281,6 +281,23 @@ def voxel_iou(ijk_a: torch.Tensor, ijk_b: torch.Tensor) -> float:
     return inter / (ka.numel() + kb.numel() - inter)
 
 
+def batched_voxel_iou(a, b) -> torch.Tensor:
+    """`voxel_iou` grid by grid for two batches of voxel sets.
+
+    Args:
+        a: B voxel sets: a list of (N_i, 3) integer tensors or a `JaggedTensor` of ijk (e.g. ``grid.ijk``).
+        b: B voxel sets, same form; grid i of ``a`` is compared with grid i of ``b``.
+
+    Returns:
+        IoU per grid. Shape: (B,), float64.
+    """
+    la = a.unbind() if hasattr(a, "unbind") and not isinstance(a, torch.Tensor) else list(a)
+    lb = b.unbind() if hasattr(b, "unbind") and not isinstance(b, torch.Tensor) else list(b)
+    if len(la) != len(lb):
+        raise InvalidInputError(f"both batches need the same number of grids, got {len(la)} and {len(lb)}")
+    return torch.tensor([voxel_iou(x, y) for x, y in zip(la, lb)], dtype=torch.float64)
+
+
 def matched_semantic_accuracy(ijk_a: torch.Tensor, sem_a: torch.Tensor,
                               ijk_b: torch.Tensor, sem_b: torch.Tensor) -> float:
     """Fraction of voxels present in both sets whose class ids agree (NaN when none are shared).
