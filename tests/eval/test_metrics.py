@@ -172,6 +172,9 @@ def test_matched_semantic_accuracy():
     sem_b = torch.cat([sem_a[perm], torch.tensor([5])])
     sem_b[0] = 7  # voxel a[3] now disagrees
     assert matched_semantic_accuracy(a, sem_a, b, sem_b) == pytest.approx(0.75)
+    sem_a[3] = -1  # the disagreeing voxel becomes "unknown" in the reference: not scored
+    assert matched_semantic_accuracy(a, sem_a, b, sem_b) == 1.0
+    assert np.isnan(matched_semantic_accuracy(a, torch.full((4,), -1), b, sem_b))
 
 
 def test_class_fractions_and_distance():

@@ -302,6 +302,8 @@ def matched_semantic_accuracy(ijk_a: torch.Tensor, sem_a: torch.Tensor,
                               ijk_b: torch.Tensor, sem_b: torch.Tensor) -> float:
     """Fraction of voxels present in both sets whose class ids agree (NaN when none are shared).
 
+    Voxels whose class in ``sem_a`` (the reference) is unknown (negative) are left out.
+
     Args:
         ijk_a, ijk_b: voxel coordinates (unique). Shape: (Na, 3), (Nb, 3), integer.
         sem_a, sem_b: class ids in the same order as the coordinates. Shape: (Na,), (Nb,), integer.
@@ -316,10 +318,12 @@ def matched_semantic_accuracy(ijk_a: torch.Tensor, sem_a: torch.Tensor,
     kb_sorted, order = torch.sort(kb)
     pos = torch.searchsorted(kb_sorted, ka).clamp_(max=kb.numel() - 1)
     hit = kb_sorted[pos] == ka
+    mine = sem_a.reshape(-1).to(torch.int64)
+    hit &= mine >= 0  # unknown classes (-1) in the reference are not scored
     if not bool(hit.any()):
         return float("nan")
-    other = sem_b.reshape(-1)[order[pos[hit]]]
-    return float((sem_a.reshape(-1)[hit].to(torch.int64) == other.to(torch.int64)).float().mean())
+    other = sem_b.reshape(-1)[order[pos[hit]]].to(torch.int64)
+    return float((mine[hit] == other).float().mean())
 
 
 def class_fractions(semantics: torch.Tensor | None, num_classes: int) -> torch.Tensor:
