@@ -49,9 +49,10 @@ def test_generation_against_copies_of_the_reference(fake, reference_dir, tmp_pat
 
 def test_generation_with_one_prompt_loses_coverage(fake, reference_dir, tmp_path):
     out = tmp_path / "gen.json"
-    assert main(["eval", "generation", "--model", "fake", "--reference", str(reference_dir), "--num", "6",
+    assert main(["eval", "generation", "--model", "fake", "--reference", str(reference_dir),  # --num: all 6
                  "--prompt", "a quiet field", "--points", "256", "--out", str(out), "--no-progress"]) == 0
     r = json.loads(out.read_text())
+    assert r["num"] == 6
     assert r["metrics"]["COV-CD"] <= 2 / 6  # identical fields cover one or two references at most
     assert r["metrics"]["1-NNA-CD"] > 0.5
 

@@ -52,7 +52,7 @@ def register(sub) -> None:
     g = esub.add_parser("generation", help="MMD / COV / 1-NNA (Chamfer) vs held-out scenes, class fractions",
                         description=_GENERATION_HELP)
     _model_args(g)
-    _reference_args(g, default_num=100)
+    _reference_args(g, default_num=None)
     g.add_argument("--seed", type=int, default=0, help="seed of scene 0; scene i uses seed+i (default 0)")
     g.add_argument("--prompt", default=None, help="one prompt for every scene (default: each reference's caption)")
     g.add_argument("--generated", type=pathlib.Path, default=None, metavar="DIR",
@@ -108,11 +108,13 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
-def _reference_args(p: argparse.ArgumentParser, default_num: int) -> None:
+def _reference_args(p: argparse.ArgumentParser, default_num: int | None) -> None:
     p.add_argument("--reference", type=pathlib.Path, required=True, metavar="DIR",
                    help="dataset folder with manifest.jsonl (from `xcube data procedural`)")
     p.add_argument("--split", default="test", help="held-out split to compare with (default test)")
-    p.add_argument("--num", type=int, default=default_num, help=f"number of scenes (default {default_num})")
+    p.add_argument("--num", type=int, default=default_num,
+                   help="number of scenes, the first of the split (default: all of the split)"
+                   if default_num is None else f"number of scenes (default {default_num})")
 
 
 def _generation_args(p: argparse.ArgumentParser) -> None:
@@ -156,10 +158,12 @@ def _finish(result: dict, out: pathlib.Path) -> int:
 def run_generation(args) -> int:
     from xcube_core.eval import runners
 
-    _check_positive(num=args.num, points=args.points, steps=args.steps)
+    _check_positive(num=1 if args.num is None else args.num, points=args.points, steps=args.steps)
     refs = runners.load_references(args.reference, args.num, args.split)
     if args.generated is not None:
         gen = runners.load_references(args.generated, args.num, args.generated_split)
+        n = min(len(gen), len(refs))  # equal set sizes keep 1-NNA's 50 % meaning
+        gen, refs = gen[:n], refs[:n]
         result = runners.evaluate_dataset_as_generated(
             gen, refs, seed=args.seed, num_points=args.points, normalize=args.normalize, backend=args.backend,
             device=args.device, progress=not args.no_progress)

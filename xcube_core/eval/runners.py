@@ -53,8 +53,8 @@ class Reference:
         return self.levels[-1]
 
 
-def load_references(root: str | pathlib.Path, num: int, split: str = "test") -> list[Reference]:
-    """The first ``num`` samples (manifest order) of ``split`` in a dataset folder.
+def load_references(root: str | pathlib.Path, num: int | None, split: str = "test") -> list[Reference]:
+    """The first ``num`` samples (manifest order) of ``split`` in a dataset folder (None: all of them).
 
     Raises:
         DataError: no manifest, or fewer than ``num`` samples in the split (the message says how to
@@ -68,6 +68,10 @@ def load_references(root: str | pathlib.Path, num: int, split: str = "test") -> 
         raise DataError(f"{manifest}: no dataset manifest; create held-out scenes with "
                         f"`xcube data procedural --out {root} --split {split} --count {num}`")
     rows = [r for r in read_manifest(manifest) if r.get("split") == split]
+    if not rows:
+        raise DataError(f"{manifest}: no samples of split {split!r}; create them with "
+                        f"`xcube data procedural --out {root} --split {split} --count 100`")
+    num = len(rows) if num is None else num
     if len(rows) < num:
         raise DataError(f"{manifest}: split {split!r} has {len(rows)} samples, need {num}; make more with "
                         f"`xcube data procedural --out {root} --split {split} --count {num}` or pass --num {len(rows)}")
