@@ -161,6 +161,17 @@ def test_foreign_file_with_named_grid_and_threshold(tmp_path):
     assert lvl.normals is None and lvl.semantics is None and lvl.index == 0
 
 
+def test_foreign_level_set_gives_its_solid_inside(tmp_path):
+    sphere = openvdb.createLevelSetSphere(radius=1.0, center=(0.0, 0.0, 0.0), voxelSize=0.1, halfWidth=3.0)
+    sphere.name = "surface"
+    openvdb.write(str(tmp_path / "ls.vdb"), [sphere])
+    lvl = vdb.read_level(tmp_path / "ls.vdb", density_grid="surface")
+    centres = lvl.ijk.numpy() * 0.1  # level-set transforms put voxel centres at ijk * voxel
+    radius = np.linalg.norm(centres, axis=1)
+    assert radius.max() < 1.0 + 1e-6 and lvl.num_voxels == pytest.approx(4 / 3 * np.pi * 1000, rel=0.05)
+    assert lvl.origin == pytest.approx((0.0, 0.0, 0.0))
+
+
 def test_errors_are_clear(tmp_path, level):
     text = tmp_path / "notes.vdb"
     text.write_text("this is not a volume\n")

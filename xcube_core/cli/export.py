@@ -41,7 +41,7 @@ def register(sub) -> None:
         "import-vdb", help="read your own .vdb and write it as an xcube level (+ preview, mesh)",
         description="Read a .vdb from any tool (Blender, Houdini, ...): pick a scalar float grid as "
         "density (default: 'density', else the first float grid), keep the voxels whose value exceeds "
-        "--threshold, and write into --out DIR: NAME.safetensors (xcube's level format, usable as a "
+        "--threshold (for a level set: the voxels inside the surface), and write into --out DIR: NAME.safetensors (xcube's level format, usable as a "
         "condition or training sample), NAME.vdb (xcube's grid layout), NAME.png (preview) and, with "
         "--mesh, a mesh.", formatter_class=fmt)
     imp.add_argument("file", type=pathlib.Path, metavar="FILE.vdb", help="the .vdb file to import")

@@ -116,7 +116,8 @@ def read_level(path: str | os.PathLike, *, density_grid: str | None = None, thre
 
     Our own files come back exactly (voxels, normals, semantics, voxel size, origin, metadata). Foreign
     files work too: ``density_grid`` names the scalar grid to use (default: the grid named
-    ``density``); voxels whose value exceeds ``threshold`` become the level's voxels.
+    ``density``); voxels whose value exceeds ``threshold`` become the level's voxels, or, for a
+    level-set grid (grid class LEVEL_SET), the voxels inside the surface (value < 0).
 
     Args:
         path: the ``.vdb`` file.
@@ -135,7 +136,10 @@ def read_level(path: str | os.PathLike, *, density_grid: str | None = None, thre
         if grid is not None and grid is not density and _same_index_space(grid, density):
             others[name] = grid
     voxel_size, origin = _transform_of(density, path)
-    ijk, values = gather_active(density, others, threshold=threshold)
+    level_set = density.gridClass == import_openvdb().GridClass.LEVEL_SET
+    if level_set:
+        logger.info("%s: %r is a level set; taking its inside (value < 0) as the voxels", path, density.name)
+    ijk, values = gather_active(density, others, threshold=threshold, inside_negative=level_set)
     meta = {**dict(file_meta), **dict(density.metadata)}
     return _build_level(ijk, values, voxel_size, origin, meta, index)
 

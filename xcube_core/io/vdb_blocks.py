@@ -126,6 +126,7 @@ def gather_active(
     others: dict[str, Any] | None = None,
     threshold: float = 0.0,
     max_values: int = MAX_VALUES,
+    inside_negative: bool = False,
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Read the voxels of a scalar grid whose value exceeds ``threshold``, and other grids' values there.
 
@@ -134,6 +135,8 @@ def gather_active(
         others: name -> grid to sample at those voxels (scalar or vec3, same index space).
         threshold: the density level above which a voxel is kept.
         max_values: bound on the scalars held in one dense slab.
+        inside_negative: keep voxels with value < 0 instead (a level set's inside, including the
+            inactive interior inside the active bounding box).
 
     Returns:
         ``(ijk, values)``: ijk int32 (N, 3) in x-major order, and name -> array (N,) or (N, 3), float32.
@@ -148,7 +151,7 @@ def gather_active(
     if volume > max(64 * density.activeVoxelCount(), 1 << 27):
         logger.info("very sparse grid (%d active voxels in a %s box): reading voxel by voxel",
                     density.activeVoxelCount(), tuple(int(d) for d in dims))
-        return _gather_by_iteration(density, others, threshold)
+        return _gather_by_iteration(density, others, threshold, inside_negative)
     plane = int(dims[1] * dims[2])
     step = max(1, max_values // (3 * plane))
     ijk_parts, value_parts = [], {n: [] for n in others}
@@ -157,7 +160,7 @@ def gather_active(
         start = (x0, int(lo[1]), int(lo[2]))
         slab = np.zeros((sx, int(dims[1]), int(dims[2])), np.float32)
         density.copyToArray(slab, start)
-        idx = np.nonzero(slab > threshold)
+        idx = np.nonzero(slab < 0 if inside_negative else slab > threshold)
         if len(idx[0]) == 0:
             continue
         ijk_parts.append(np.stack(idx, axis=1).astype(np.int32) + np.asarray(start, np.int32))
@@ -180,11 +183,12 @@ def _empty_like(grid: Any) -> np.ndarray:
     return np.zeros((0,) + _value_shape(grid), np.float32)
 
 
-def _gather_by_iteration(density: Any, others: dict[str, Any], threshold: float):
+def _gather_by_iteration(density: Any, others: dict[str, Any], threshold: float,
+                         inside_negative: bool = False):
     """Slow path for very sparse boxes: iterate active values (tiles expanded, bounded)."""
     mins, maxs, vals = [], [], []
     for item in density.iterOnValues():
-        if item.value > threshold:
+        if (item.value < 0) if inside_negative else (item.value > threshold):
             mins.append(item.min)
             maxs.append(item.max)
             vals.append(item.value)
