@@ -20,6 +20,7 @@ def conv_path(request, monkeypatch):
 
     if request.param == "gather-scatter":
         monkeypatch.setattr(conv_table, "MAX_TABLE_CHANNELS", 0)
+        monkeypatch.setattr(conv_table, "MIN_FILL_WIDE", 2.0)
     return request.param
 
 

@@ -14,6 +14,8 @@ import torch
 # Use the table when (N_in * K * C_out) elements of Y stay below this (about 256 MB in float32).
 MAX_TABLE_ELEMENTS = 64 * 1024 * 1024
 MAX_TABLE_CHANNELS = 32
+# Wider layers use the table when at least this fraction of the K taps per output exist.
+MIN_FILL_WIDE = 0.5
 
 
 def neighbour_tables(plan) -> tuple[torch.Tensor, torch.Tensor]:
@@ -45,8 +47,12 @@ def neighbour_tables(plan) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def use_table(plan, c_out: int) -> bool:
+    """Table path for narrow layers, and for dense-ish neighbourhoods (where it wastes no work)."""
     n = plan.source_grid.total_voxels * plan.num_offsets * c_out
-    return c_out <= MAX_TABLE_CHANNELS and n <= MAX_TABLE_ELEMENTS
+    if n > MAX_TABLE_ELEMENTS:
+        return False
+    fill = plan.num_pairs / max(1, plan.target_grid.total_voxels * plan.num_offsets)
+    return c_out <= MAX_TABLE_CHANNELS or fill >= MIN_FILL_WIDE
 
 
 class TableConvFn(torch.autograd.Function):
