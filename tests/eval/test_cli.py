@@ -154,3 +154,21 @@ def test_eval_with_tiny_pipeline(reference_dir, tmp_path):
     v = json.loads(out.read_text())
     assert set(v["levels"]) == {"0", "1"} and v["refine"] is True
     assert all(0.0 <= lv["mean_iou"] <= 1.0 for lv in v["levels"].values())
+
+
+def test_vae_from_a_single_trained_vae_folder(reference_dir, tmp_path):
+    """`--model` may be one VAE folder (as a training run writes it) instead of a whole pipeline."""
+    import torch
+
+    from xcube_core.models.vae import SparseStructureVAE, VAEConfig
+
+    torch.manual_seed(0)
+    vae = SparseStructureVAE(VAEConfig(grid_shape=(16, 16, 16), voxel_size=1.0, channels=(8, 16), latent_channels=4,
+                                       dense_latent=True, sem_embed_dim=4))
+    vae.save_pretrained(tmp_path / "run" / "model")
+    out = tmp_path / "v.json"
+    assert main(["eval", "vae", "--model", str(tmp_path / "run" / "model"), "--reference", str(reference_dir),
+                 "--num", "2", "--out", str(out), "--no-progress"]) == 0
+    r = json.loads(out.read_text())
+    assert r["model_id"] == "run/vae" and list(r["levels"]) == ["0"]
+    assert r["levels"]["0"]["voxel_size"] == 1.0 and 0.0 <= r["levels"]["0"]["mean_iou"] <= 1.0

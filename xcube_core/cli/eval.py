@@ -71,7 +71,9 @@ def register(sub) -> None:
     v = esub.add_parser("vae", help="voxel IoU of VAE reconstructions of held-out scenes",
                         description="Encode each held-out scene's level to the VAE posterior mean, decode it "
                         "by structure prediction and report the voxel IoU with the input (and the semantic "
-                        "agreement on shared voxels), per model level. Target: IoU >= 0.90.")
+                        "agreement on shared voxels), per model level. --model may also be one trained VAE "
+                        "folder (config.json + model.safetensors, e.g. a training run's model/), to check a "
+                        "VAE before the pipeline is assembled. Target: IoU >= 0.90.")
     _model_args(v)
     _reference_args(v, default_num=50)
     v.add_argument("--levels", type=int, nargs="+", default=None, metavar="L",
@@ -185,7 +187,7 @@ def run_vae(args) -> int:
 
     _check_positive(num=args.num)
     refs = runners.load_references(args.reference, args.num, args.split)
-    pipe = runners.load_pipeline(args.model, args.device)
+    pipe = runners.load_vae_model(args.model, args.device)
     n = len(pipe.voxel_sizes)
     bad = [lv for lv in (args.levels or ()) if not 0 <= lv < n]
     if bad:

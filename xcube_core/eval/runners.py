@@ -36,6 +36,37 @@ def load_pipeline(spec: str, device: str = "cpu"):
 
 
 @dataclasses.dataclass
+class _VAEOnly:
+    """One trained VAE folder presented with the attributes `evaluate_vae` reads from a pipeline."""
+
+    levels: list
+    voxel_sizes: list[float]
+    model_id: str
+    device: torch.device
+
+
+def load_vae_model(spec: str, device: str = "cpu"):
+    """A pipeline (see `load_pipeline`) or a single VAE folder (``config.json`` of a
+    ``SparseStructureVAE`` + ``model.safetensors``, e.g. ``runs/vae0/model`` while training)."""
+    import json
+    import types
+
+    config = pathlib.Path(spec) / "config.json"
+    if spec not in ("default", "tiny") and config.is_file():
+        try:
+            kind = json.loads(config.read_text()).get("class")
+        except (OSError, ValueError):
+            kind = None
+        if kind == "SparseStructureVAE":
+            from xcube_core.models.vae import SparseStructureVAE
+
+            vae = SparseStructureVAE.from_pretrained(spec, device).eval()
+            return _VAEOnly([types.SimpleNamespace(vae=vae, refine=None)], [float(vae.config.voxel_size)],
+                            pathlib.Path(spec).resolve().parent.name + "/vae", torch.device(device))
+    return load_pipeline(spec, device)
+
+
+@dataclasses.dataclass
 class Reference:
     """One held-out sample: all its levels, its caption and the file it came from."""
 
