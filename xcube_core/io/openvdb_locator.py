@@ -5,7 +5,8 @@ Three places are tried, in order:
 1. a normal install: ``import openvdb`` (the module of OpenVDB >= 10) or ``import pyopenvdb`` (older);
 2. the copy bundled in the ``bpy`` wheel (Blender as a Python module): Blender 5.0.1 ships OpenVDB 12 as
    ``<site-packages>/bpy/<version>/python/lib/python3.11/site-packages/openvdb*.so``. It is found through
-   ``importlib.util.find_spec("bpy")`` *without* importing bpy (importing Blender takes seconds).
+   ``importlib.util.find_spec("bpy")`` *without* importing bpy (importing Blender takes seconds), and
+   loaded by file path as ``openvdb`` (nothing of bpy's is added to ``sys.path``).
 
 When none is found, :func:`import_openvdb` raises :class:`OpenVDBNotFoundError` naming how to install it.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import importlib.machinery
 import importlib.util
 import logging
 import pathlib
@@ -66,6 +68,31 @@ def _try_import(name: str) -> ModuleType | None:
         return None
 
 
+def _load_extension(folder: pathlib.Path) -> ModuleType | None:
+    """Load ``openvdb*.so`` / ``openvdb*.pyd`` from ``folder`` as the module ``openvdb``.
+
+    The file is loaded by path, so bpy's other bundled modules (pxr, OpenImageIO, ...) are not put on
+    ``sys.path``; the extension finds its ``libopenvdb`` through an rpath relative to its own file.
+    """
+    suffixes = tuple(importlib.machinery.EXTENSION_SUFFIXES)
+    for path in sorted(folder.glob("openvdb*")):
+        if not path.name.endswith(suffixes):
+            continue
+        try:
+            spec = importlib.util.spec_from_file_location("openvdb", path)
+            if spec is None or spec.loader is None:
+                continue
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+        except ImportError as exc:  # e.g. built for another Python
+            logger.debug("loading %s failed: %s", path, exc)
+            continue
+        if hasattr(module, "FloatGrid"):
+            sys.modules.setdefault("openvdb", module)
+            return module
+    return None
+
+
 @functools.lru_cache(maxsize=1)
 def import_openvdb() -> ModuleType:
     """Import and return the OpenVDB Python module (cached).
@@ -83,12 +110,8 @@ def import_openvdb() -> ModuleType:
     tried = []
     for folder in bundled_openvdb_dirs():
         tried.append(str(folder))
-        # The bundled module links its libopenvdb through an rpath relative to its own file, so only
-        # the folder has to be importable. Append (not prepend) so bpy's other modules never shadow ours.
-        if str(folder) not in sys.path:
-            sys.path.append(str(folder))
-        module = _try_import("openvdb")
-        if module is not None and hasattr(module, "FloatGrid"):
+        module = _load_extension(folder)
+        if module is not None:
             logger.debug("using the OpenVDB bundled with bpy: %s", module.__file__)
             return module
     where = f" (looked in bpy's bundled copies: {', '.join(tried)})" if tried else ""
