@@ -96,3 +96,15 @@ def test_save_and_load_round_trip(pipe, tmp_path):
     assert all(torch.equal(x, y) for x, y in zip(a, b))
     with pytest.raises(ModelLoadError, match="pipeline.json"):
         XCubePipeline.from_pretrained(tmp_path / "missing")
+
+
+def test_scale_grows_the_scene_without_densifying(pipe):
+    small = list(pipe.generate("a wide plain", seed=3, steps=2))
+    big = list(pipe.generate("a wide plain", seed=3, steps=2, scale=2))
+    for s, b, lv_shape in zip(small, big, [(8, 8, 4), (16, 16, 8)]):
+        hi = b.ijk.max(0).values
+        assert int(hi[0]) < 2 * lv_shape[0] and int(hi[1]) < 2 * lv_shape[1] and int(hi[2]) < lv_shape[2]
+        assert b.num_voxels > s.num_voxels
+        assert b.num_voxels < 2 * 2 * lv_shape[0] * lv_shape[1] * lv_shape[2]  # inside the scaled box
+    with pytest.raises(InvalidInputError, match="scale"):
+        next(pipe.generate("x", scale=0))

@@ -33,6 +33,7 @@ logger = logging.getLogger(__name__)
 
 MAX_PROMPT_CHARS = 1000
 MAX_STEPS = 1000
+MAX_SCALE = 8
 PIPELINE_FILE = "pipeline.json"
 DEFAULT_MODEL_DIR = pathlib.Path(__file__).parent / "assets" / "default_model"
 
@@ -173,25 +174,34 @@ class XCubePipeline:
     def generate(self, prompt: str, *, seed: int = 0, steps: int = 25, guidance: float = 3.0,
                  num_levels: int | None = None, condition: Level | None = None,
                  callback: ProgressCallback | None = None, cancel: threading.Event | None = None,
-                 eta: float = 0.0) -> Iterator[Level]:
+                 eta: float = 0.0, scale: int = 1) -> Iterator[Level]:
         """Yield each level coarse to fine. See the module docstring and `Level`.
+
+        ``scale`` (1..MAX_SCALE) multiplies the scene's X/Y extent: the coarsest dense latent grows
+        with it and every finer level stays sparse, so a 4x scene (e.g. 256 m x 256 m with a
+        1024 x 1024 finest footprint for the default model) costs memory in proportion to its voxels.
 
         Raises:
             InvalidInputError: bad arguments (checked before any work).
             CancelledError: ``cancel`` was set; checked before every diffusion step.
         """
         n = self.validate(prompt, steps, guidance, num_levels, condition)
+        if not isinstance(scale, int) or not 1 <= scale <= MAX_SCALE:
+            raise InvalidInputError(f"scale must be an integer in 1..{MAX_SCALE}, got {scale!r}")
+        if condition is not None and scale != 1:
+            raise InvalidInputError("a layout condition fixes the scene size; use scale=1 with it")
         gen = torch.Generator(device="cpu").manual_seed(int(seed))
         text = self.text_encoder.encode([prompt, ""])
         meta = {"prompt": prompt, "seed": int(seed), "model_id": self.model_id, "steps": steps,
-                "guidance": float(guidance)}
+                "guidance": float(guidance), "scale": scale}
         prev: Level | None = None
         for i in range(n):
             t0 = time.perf_counter()
             if i == 0 and condition is not None:
                 level = _condition_level(condition, self.class_names)
             else:
-                level = self._generate_level(i, prev, text, gen, steps, float(guidance), eta, callback, cancel)
+                level = self._generate_level(i, prev, text, gen, steps, float(guidance), eta, callback, cancel,
+                                             scale)
             level.seconds = time.perf_counter() - t0
             level.metadata = {**meta, **level.metadata, "level": i}
             logger.info("level %d: %d voxels at %.3g m in %.2f s", i, level.num_voxels, level.voxel_size,
@@ -199,15 +209,16 @@ class XCubePipeline:
             yield level
             prev = level
 
-    def _generate_level(self, i, prev, text, gen, steps, guidance, eta, callback, cancel) -> Level:
+    def _generate_level(self, i, prev, text, gen, steps, guidance, eta, callback, cancel, scale=1) -> Level:
         from xcube_core.diffusion.ddim import DDIMScheduler
         from xcube_core.diffusion.guidance import guide_doubled
 
         lv = self.levels[i]
         vcfg = lv.vae.config
+        shape = (vcfg.grid_shape[0] * scale, vcfg.grid_shape[1] * scale, vcfg.grid_shape[2])
         if i == 0:
             proto = GridBatch.from_ijk(torch.zeros(1, 3, dtype=torch.int64, device=self.device), vcfg.voxel_size)
-            lat_grid = lv.vae.latent_grid_for(proto)
+            lat_grid = lv.vae.latent_grid_for(proto, shape)
             cond_n = cond_s = None
         else:
             lat_grid = prev_grid = prev.grid(self.device)
@@ -236,10 +247,10 @@ class XCubePipeline:
                 x = sched.step(v, t, x, eta=eta, generator=gen)
                 if callback is not None:
                     callback(i, k + 1, steps)
-            dec = lv.vae.decode(x / lv.latent_scale, lat_grid, max_voxels=_voxel_budget(vcfg))
+            dec = lv.vae.decode(x / lv.latent_scale, lat_grid, max_voxels=_voxel_budget(shape), grid_shape=shape)
             grid, normals, sem = dec.grid, dec.normals, dec.semantics
             if lv.refine is not None and grid.total_voxels:
-                ref = lv.refine(grid, normals, sem, bounds=vcfg.grid_shape)
+                ref = lv.refine(grid, normals, sem, bounds=shape)
                 grid, normals, sem = ref.grid, ref.normals, ref.semantics
             if i > 0:  # the hierarchy nests: keep only voxels inside the coarser level's voxels
                 parents = torch.div(grid.ijk.jdata.long(), 2 ** vcfg.num_down, rounding_mode="floor")
@@ -261,10 +272,11 @@ def _twice(a: torch.Tensor | None) -> torch.Tensor | None:
     return None if a is None else torch.cat([a, a])
 
 
-def _voxel_budget(cfg: VAEConfig) -> int:
-    """Upper bound on voxels per decoder step: half of the level's dense box (memory safety)."""
-    x, y, z = cfg.grid_shape
-    return max(1, (x * y * z) // 2)
+def _voxel_budget(shape: tuple[int, int, int]) -> int:
+    """Upper bound on voxels at a level's resolution: a quarter of its dense box (memory safety;
+    surface scenes use a few percent)."""
+    x, y, z = shape
+    return max(1, (x * y * z) // 4)
 
 
 def check_condition(condition: Level, shape: tuple[int, int, int], voxel_size: float) -> None:

@@ -29,6 +29,10 @@ def register(sub) -> None:
     p.add_argument("--mesh-format", choices=("ply", "glb", "obj", "none"), default="ply", help="mesh file type (default ply)")
     p.add_argument("--mesh-mode", choices=("smooth", "blocky"), default="smooth", help="mesh style (default smooth)")
     p.add_argument("--no-preview", action="store_true", help="skip the PNG previews")
+    p.add_argument("--size", choices=("default", "large"), default="default",
+                   help="large = 4x the X/Y extent (the default model: 256 m x 256 m, 1024 x 1024 finest "
+                        "footprint at 0.25 m, millions of voxels; minutes on CPU)")
+    p.add_argument("--scale", type=int, default=None, help="X/Y extent multiplier 1..8 (overrides --size)")
     p.add_argument("--condition", type=pathlib.Path, default=None,
                    help="layout-to-scene: a .vdb of a coarse layout at the model's coarsest resolution")
     p.set_defaults(func=run)
@@ -65,7 +69,8 @@ def run(args: argparse.Namespace) -> int:
                "model_id": pipe.model_id, "device": str(pipe.device), "load_seconds": round(load_s, 3), "levels": []}
     start = time.perf_counter()
     for level in pipe.generate(args.prompt, seed=args.seed, steps=args.steps, guidance=args.guidance,
-                               num_levels=args.levels, condition=condition, callback=progress):
+                               num_levels=args.levels, condition=condition, callback=progress,
+                               scale=args.scale or (4 if args.size == "large" else 1)):
         files = write_level_outputs(level, args.out, args.mesh_format, args.mesh_mode, not args.no_preview)
         info = {"level": level.index, "voxels": level.num_voxels, "voxel_size_m": level.voxel_size,
                 "seconds": round(level.seconds, 3), "since_start_seconds": round(time.perf_counter() - start, 3),

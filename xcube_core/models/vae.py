@@ -135,13 +135,17 @@ class SparseStructureVAE(nn.Module, PretrainedMixin):
         self.semantic_head = nn.Linear(c[0], config.num_classes) if config.num_classes else None
 
     # --- encoder ------------------------------------------------------------------------------
-    def latent_grid_for(self, grid: GridBatch) -> GridBatch:
-        """The grid the latent of ``grid`` lives on (dense box, or the coarsened grid)."""
+    def latent_grid_for(self, grid: GridBatch, grid_shape: tuple[int, int, int] | None = None) -> GridBatch:
+        """The grid the latent of ``grid`` lives on (dense box, or the coarsened grid).
+
+        ``grid_shape`` overrides the level's box (e.g. a larger scene than the model was trained on).
+        """
         cfg = self.config
         if cfg.dense_latent:
             f = 2 ** cfg.num_down
             vs = grid.voxel_sizes * f
-            return GridBatch.from_dense(grid.grid_count, cfg.latent_shape, voxel_sizes=vs[0],
+            shape = cfg.latent_shape if grid_shape is None else tuple(-(-s // f) for s in grid_shape)
+            return GridBatch.from_dense(grid.grid_count, shape, voxel_sizes=vs[0],
                                         origins=grid.origins[0] + (f - 1) * 0.5 * grid.voxel_sizes[0],
                                         device=grid.device)
         return grid.coarsened_grid(2 ** cfg.num_down)
@@ -167,7 +171,8 @@ class SparseStructureVAE(nn.Module, PretrainedMixin):
 
     # --- decoder ------------------------------------------------------------------------------
     def decode(self, latent: torch.Tensor, latent_grid: GridBatch, target: GridBatch | None = None,
-               keep_threshold: float = 0.0, max_voxels: int | None = None) -> DecodedLevel:
+               keep_threshold: float = 0.0, max_voxels: int | None = None,
+               grid_shape: tuple[int, int, int] | None = None) -> DecodedLevel:
         """Structure-predicting decoder.
 
         Args:
@@ -176,6 +181,7 @@ class SparseStructureVAE(nn.Module, PretrainedMixin):
             keep_threshold: logit above which a voxel is kept when sampling.
             max_voxels: safety bound on voxels at the level's resolution when sampling (keeps the
                 top logits); coarser steps get max_voxels / 8 per step up.
+            grid_shape: the level's box (voxels stay in [0, grid_shape)); default the config's.
         """
         cfg = self.config
         plans = PlanCache()
@@ -185,7 +191,7 @@ class SparseStructureVAE(nn.Module, PretrainedMixin):
         steps = cfg.num_down + 1
         for s in range(steps):
             if s < cfg.dilate_steps:
-                grown = self._within_bounds(g.dilated_grid(1), steps - 1 - s)
+                grown = self._within_bounds(g.dilated_grid(1), steps - 1 - s, grid_shape)
                 h, g = grown.inject_from(g, h, 0.0), grown
             for blk in self.dec_blocks[s]:
                 h = blk(h, g, plans)
@@ -213,10 +219,11 @@ class SparseStructureVAE(nn.Module, PretrainedMixin):
         sem = self.semantic_head(h).float() if self.semantic_head is not None else None
         return DecodedLevel(g, normals, sem, step_grids, step_logits)
 
-    def _within_bounds(self, grid: GridBatch, levels_up: int) -> GridBatch:
+    def _within_bounds(self, grid: GridBatch, levels_up: int, grid_shape=None) -> GridBatch:
         """Drop voxels outside the level's box [0, grid_shape) seen ``levels_up`` halvings coarser."""
         f = 2 ** levels_up
-        hi = torch.tensor([-(-s // f) for s in self.config.grid_shape], device=grid.device)
+        shape = self.config.grid_shape if grid_shape is None else grid_shape
+        hi = torch.tensor([-(-s // f) for s in shape], device=grid.device)
         ijk = grid.ijk.jdata
         inside = ((ijk >= 0) & (ijk < hi)).all(dim=1)
         return grid if bool(inside.all()) else grid.pruned_grid(inside)
