@@ -181,8 +181,17 @@ def _conv_contenders(plan, x, weight, peer):
         with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
             return plan.execute(x, weight)
 
+    def naive_f32():  # one full-size gather, GEMM and index_add_ per offset (the untiled baseline)
+        with torch.no_grad():
+            out = x @ weight[plan.center]
+            for k in range(plan.num_offsets):
+                if k != plan.center:
+                    i, o = plan.pairs(k)
+                    out.index_add_(0, o, x.index_select(0, i) @ weight[k])
+            return out
+
     c = x.shape[1]
-    contenders = {"ours_f32": ours_f32, "ours_bf16": ours_bf16}
+    contenders = {"ours_f32": ours_f32, "ours_bf16": ours_bf16, "naive_f32": naive_f32}
     if peer is not None:
         def spconv_f32():
             with torch.no_grad():
@@ -267,6 +276,7 @@ def _summarise(args, caps, load, grid, plan, timings, accuracy, n_points) -> dic
         tag = key[:-2]
         ratios[f"ours_f32_over_spconv_f32_{tag}"] = _ratio(conv, "ours_f32", "spconv_f32", key)
         ratios[f"spconv_f32_over_ours_bf16_{tag}"] = _ratio(conv, "spconv_f32", "ours_bf16", key)
+        ratios[f"naive_f32_over_ours_f32_{tag}"] = _ratio(conv, "naive_f32", "ours_f32", key)
         ratios[f"ours_f32_over_gemm_floor_f32_{tag}"] = _ratio(conv, "ours_f32", "gemm_floor_f32", key)
         ratios[f"ours_bf16_over_gemm_floor_bf16_{tag}"] = _ratio(conv, "ours_bf16", "gemm_floor_bf16", key)
         ratios[f"kernel_map_ours_over_spconv_{tag}"] = _ratio(maps, "ours", "spconv", key)
