@@ -79,7 +79,8 @@ def _pairs(attribute: str, kind: str, rows: Iterable[tuple[str, str]]) -> list[P
 # buildings are "tall" or "mid-rise", never "low"; downtown has "no" or "a handful of" trees).
 _CAPTION_PAIRS = (
     _pairs("tall", "caption", [
-        ("a dense downtown block with tall office buildings", "a dense downtown block with mid-rise office buildings"),
+        ("a dense downtown block with tall office buildings",
+         "a dense downtown block with mid-rise office buildings"),
         ("a riverside street with high-rise apartment blocks",
          "a riverside street with low-rise apartment blocks"),
         ("a suburban street featuring medium-height houses and some trees",
@@ -117,7 +118,8 @@ _PARAPHRASE_PAIRS = (
     ])
     + _pairs("trees", "paraphrase", [
         ("homes surrounded by a lush forest canopy", "homes on bare treeless land"),
-        ("a green space overflowing with leafy foliage and shrubbery", "a green space paved over, without a single plant"),
+        ("a green space overflowing with leafy foliage and shrubbery",
+         "a green space paved over, without a single plant"),
         ("a village hidden in thick woodland", "a village on a barren, empty plain"),
     ])
     + _pairs("water", "paraphrase", [
@@ -198,7 +200,9 @@ def level_statistics(level) -> dict[str, float]:
 
     def mask_of(*classes: str) -> torch.Tensor:
         ids = _class_ids(names, classes)
-        return torch.isin(sem, torch.tensor(ids, dtype=torch.int64)) if ids else torch.zeros_like(sem, dtype=torch.bool)
+        if not ids:
+            return torch.zeros_like(sem, dtype=torch.bool)
+        return torch.isin(sem, torch.tensor(ids, dtype=torch.int64))
 
     n = float(sem.numel())
     out["tree_fraction"] = float(mask_of("tree", "bush").sum()) / n

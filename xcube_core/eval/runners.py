@@ -105,7 +105,8 @@ def load_references(root: str | pathlib.Path, num: int | None, split: str = "tes
     num = len(rows) if num is None else num
     if len(rows) < num:
         raise DataError(f"{manifest}: split {split!r} has {len(rows)} samples, need {num}; make more with "
-                        f"`xcube data procedural --out {root} --split {split} --count {num}` or pass --num {len(rows)}")
+                        f"`xcube data procedural --out {root} --split {split} --count {num}` "
+                        f"or pass --num {len(rows)}")
     out = []
     for r in rows[:num]:
         s = load_sample(manifest.parent / r["file"])
@@ -311,8 +312,9 @@ def evaluate_vae(pipe, references: Sequence[Reference], *, levels: Sequence[int]
         for ref in _bar(references, progress, f"VAE level {li}"):
             lvl = ref.level_at(vs)
             if not math.isclose(float(lvl.voxel_size), vs, rel_tol=1e-6):
+                have = [float(x.voxel_size) for x in ref.levels]
                 raise DataError(f"{ref.file}: no level with voxel size {vs} m for model level {li}; the data "
-                                f"has {[float(x.voxel_size) for x in ref.levels]}; build it with matching --levels")
+                                f"has {have}; build it with matching --levels / --voxel-size")
             t0 = time.perf_counter()
             with torch.no_grad():
                 ijk, sem = recon(lvl)
