@@ -12,12 +12,12 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-import tempfile
 from typing import Any, Iterable
 
 import torch
 
 from xcube_core.data.hierarchy import UNKNOWN_CLASS, VoxelSample
+from xcube_core.fileio import atomic_write_bytes
 from xcube_core.errors import DataError
 from xcube_core.level import Level
 
@@ -25,25 +25,6 @@ FORMAT = "xcube-sample"
 VERSION = 1
 MANIFEST = "manifest.jsonl"
 _UNKNOWN_U8 = 255
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file normal permissions
-        os.replace(tmp, path)
-    except BaseException:
-        pathlib.Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _ijk_dtype(ijk: torch.Tensor) -> torch.dtype:

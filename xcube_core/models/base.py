@@ -31,6 +31,7 @@ from typing import Any, ClassVar, TypeVar, Union
 import torch
 
 from xcube_core.errors import ModelLoadError
+from xcube_core.fileio import atomic_write_bytes, atomic_write_text
 
 __all__ = [
     "CONFIG_NAME",
@@ -138,27 +139,6 @@ def config_hash(config: Any) -> str:
 
 
 # --------------------------------------------------------------------------- atomic files
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and :func:`os.replace`."""
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        pathlib.Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """:func:`atomic_write_bytes` for UTF-8 text."""
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
 # --------------------------------------------------------------------------- the mixin
 class PretrainedMixin:
     """Adds ``save_pretrained(dir)`` / ``from_pretrained(dir, device)`` to an ``nn.Module``.
