@@ -15,34 +15,31 @@ import torch
 
 from xcube_core.classes import CLASS_NAMES
 from xcube_core.level import Level
+from xcube_core.sparse import keys as voxel_keys
 
 #: Semantic id meaning "no class known for this voxel" (stored as uint8 255, loaded as -1).
 UNKNOWN_CLASS = -1
 
-_KEY_BITS = 21  # 21 bits per axis: ijk in [-2**20, 2**20)
-_KEY_OFFSET = 1 << 20
-
-
 def ijk_to_key(ijk: torch.Tensor) -> torch.Tensor:
-    """Pack integer coordinates into one sortable int64 key per voxel.
+    """Pack integer coordinates into one sortable int64 key per voxel (the engine's packing).
 
     Args:
-        ijk: voxel coordinates in [-2**20, 2**20). Shape: (N, 3), any integer dtype.
+        ijk: voxel coordinates within the engine's range (|c| <= xcube_core.sparse.keys.COORD_LIMIT).
+            Shape: (N, 3), any integer dtype.
 
     Returns:
         Keys. Shape: (N,), int64. Sorting by key sorts by (i, j, k) lexicographically.
+
+    Raises:
+        ValueError: coordinates outside the engine's range (use a larger voxel size).
     """
-    v = ijk.to(torch.int64) + _KEY_OFFSET
-    return (v[:, 0] << (2 * _KEY_BITS)) | (v[:, 1] << _KEY_BITS) | v[:, 2]
+    voxel_keys.check_ijk(ijk)
+    return voxel_keys.pack(ijk)
 
 
 def key_to_ijk(key: torch.Tensor) -> torch.Tensor:
     """Inverse of `ijk_to_key`. Shape: (N,) int64 -> (N, 3) int32."""
-    mask = (1 << _KEY_BITS) - 1
-    i = (key >> (2 * _KEY_BITS)) & mask
-    j = (key >> _KEY_BITS) & mask
-    k = key & mask
-    return (torch.stack([i, j, k], dim=1) - _KEY_OFFSET).to(torch.int32)
+    return voxel_keys.unpack(key)
 
 
 def unique_voxels(ijk: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
