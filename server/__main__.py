@@ -45,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="require this token on every call (default: $XCUBE_TOKEN); needed for non-loopback --host")
     p.add_argument("--tls-cert", metavar="C", default=None, help="PEM certificate chain: serve over TLS (with --tls-key)")
     p.add_argument("--tls-key", metavar="K", default=None, help="PEM private key matching --tls-cert")
+    p.add_argument("--threads", type=int, default=0, metavar="N",
+                   help="torch CPU threads for the worker (default: torch's choice). On a busy CPU, fewer "
+                        "threads than cores (e.g. 1) avoid OpenMP stalls")
     p.add_argument("--grace", type=float, default=10.0,
                    help="seconds a running job may finish after SIGTERM/Ctrl-C before it is cancelled (default %(default)s)")
     p.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
@@ -96,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         server, _ = create_server(pipeline_factory(args, device), host=args.host, port=args.port,
                                   max_queue=args.max_queue, token=args.token, tls_cert=args.tls_cert,
-                                  tls_key=args.tls_key)
+                                  tls_key=args.tls_key, cpu_threads=args.threads or None)
     except XCubeError as exc:
         print(f"python -m server: error: {exc}", file=sys.stderr)
         return 2

@@ -135,7 +135,7 @@ def _bind(grpc_server: grpc.Server, host: str, port: int, tls_cert: Any, tls_key
 def create_server(pipeline: Any, host: str = "127.0.0.1", port: int = 0, *, max_queue: int = 16,
                   token: str | None = None, tls_cert: Any = None, tls_key: Any = None,
                   limits: ServerLimits | None = None, supported_outputs: tuple[str, ...] | None = None,
-                  ) -> tuple[XCubeServer, int]:
+                  cpu_threads: int | None = None) -> tuple[XCubeServer, int]:
     """Build, bind and start the server; the model loads in the background.
 
     Args:
@@ -148,6 +148,7 @@ def create_server(pipeline: Any, host: str = "127.0.0.1", port: int = 0, *, max_
         tls_cert, tls_key: PEM certificate chain and private key (paths or bytes), both or neither.
         limits: request bounds (defaults: `ServerLimits`); ``max_queue`` overrides its field.
         supported_outputs: restrict output formats (default: all this installation can produce).
+        cpu_threads: torch intra-op threads of the worker (default: torch's choice).
 
     Returns:
         ``(server, port)``: the started `XCubeServer` and the bound port.
@@ -173,7 +174,7 @@ def create_server(pipeline: Any, host: str = "127.0.0.1", port: int = 0, *, max_
 
     model = ModelHolder(pipeline, on_ready=on_ready)
     jobs = JobQueue(limits.max_queue)
-    worker = Worker(jobs, model, lambda: label["device"])
+    worker = Worker(jobs, model, lambda: label["device"], cpu_threads)
     servicer = XCubeServicer(model, jobs, worker, limits, outputs, lambda: label["device"], bool(token))
 
     concurrency = limits.max_queue + 8  # one handler thread per streaming call, plus room for info/health

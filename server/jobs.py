@@ -173,8 +173,10 @@ class ModelHolder:
 class Worker(threading.Thread):
     """Consumes the job queue in order on one device; never dies on a failed job."""
 
-    def __init__(self, jobs: JobQueue, model: ModelHolder, device_label: Callable[[], str]) -> None:
+    def __init__(self, jobs: JobQueue, model: ModelHolder, device_label: Callable[[], str],
+                 cpu_threads: int | None = None) -> None:
         super().__init__(name="xcube-worker", daemon=True)
+        self.cpu_threads = cpu_threads
         self.jobs = jobs
         self.model = model
         self.device_label = device_label
@@ -182,6 +184,10 @@ class Worker(threading.Thread):
         self.current: Job | None = None
 
     def run(self) -> None:
+        if self.cpu_threads:  # OpenMP thread counts are per calling thread: set them here
+            import torch
+
+            torch.set_num_threads(self.cpu_threads)
         while True:
             job = self.jobs.take()
             if job is None:

@@ -134,7 +134,7 @@ def test_python_m_server_tiny_end_to_end(model_pipeline):
 
     if isinstance(model_pipeline, FakePipeline):
         pytest.skip("XCubePipeline.tiny() has not landed")
-    proc, port = _start_cli_server(["--cpu", "--tiny", "--port", "0", "--max-queue", "2"])
+    proc, port = _start_cli_server(["--cpu", "--tiny", "--port", "0", "--max-queue", "2", "--threads", "1"])
     try:
         client = XCubeClient(f"127.0.0.1:{port}")
         client.wait_until_serving(120)

@@ -10,9 +10,9 @@ stand-in that only sleeps per step, to measure pure transport cost.
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import statistics
-import threading
 import time
 
 log = logging.getLogger(__name__)
@@ -127,28 +127,39 @@ def _through_server(client, requests, outputs):
     return totals, firsts
 
 
-def _throughput(address, requests, outputs, clients):
+def _client_process(address: str, chunk: list[dict], outputs: tuple[str, ...]) -> str:
+    """One concurrent client, in its own process as real clients are (imports no torch)."""
     from xcube_client import XCubeClient
 
-    errors = []
+    client = XCubeClient(address)
+    try:
+        _through_server(client, chunk, outputs)
+        return ""
+    except Exception as exc:  # noqa: BLE001 - reported in the result
+        return repr(exc)
+    finally:
+        client.close()
 
-    def worker(chunk):
-        client = XCubeClient(address)
-        try:
-            _through_server(client, chunk, outputs)
-        except Exception as exc:  # noqa: BLE001 - reported in the result
-            errors.append(repr(exc))
-        finally:
-            client.close()
+
+def _throughput(address, requests, outputs, clients):
+    """Requests per second with ``clients`` client processes sharing ``requests``."""
+    import multiprocessing
 
     chunks = [requests[i::clients] for i in range(clients)]
-    threads = [threading.Thread(target=worker, args=(c,)) for c in chunks]
-    t0 = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return len(requests) / (time.perf_counter() - t0), errors
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(clients) as pool:
+        pool.apply(_client_process, (address, [], outputs))  # start the processes before timing
+        t0 = time.perf_counter()
+        results = pool.starmap(_client_process, [(address, c, outputs) for c in chunks])
+        seconds = time.perf_counter() - t0
+    return len(requests) / seconds, [r for r in results if r]
+
+
+def _set_threads(threads: int) -> None:
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
 
 
 def run(args) -> int:
@@ -160,31 +171,32 @@ def run(args) -> int:
     from xcube_client import XCubeClient
 
     logging.getLogger("xcube.server").setLevel(logging.WARNING)
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)  # process-wide for the intra-op pool: both ways alike
+    _set_threads(args.threads)
     pipeline, described = load_pipeline(args)
     outputs = tuple(o.strip() for o in args.outputs.split(",") if o.strip())
     requests = [dict(prompt=f"a village by a river, variant {i}", seed=i, steps=args.steps,
                      num_levels=args.levels) for i in range(args.requests)]
     warm = [dict(requests[0], seed=10_000)]
-    server, port = create_server(pipeline, port=0, max_queue=max(16, args.clients))
+    server, port = create_server(pipeline, port=0, max_queue=max(16, args.clients), cpu_threads=args.threads or None)
     try:
         server.wait_until_ready(600)
         client = XCubeClient(f"127.0.0.1:{port}")
-        _in_process(pipeline, warm, outputs)
         _through_server(client, warm, outputs)
         # interleave the two ways request by request, so drifting machine load hits both alike
         direct_totals, direct_firsts, direct_bare, served_totals, served_firsts = [], [], [], [], []
+        # in-process runs on a worker thread too: torch's CPU threading behaves differently on the
+        # main thread (measured: 2-threaded OpenMP on a busy machine is up to 10x slower there)
+        in_thread = concurrent.futures.ThreadPoolExecutor(1, initializer=_set_threads, initargs=(args.threads,))
+        in_thread.submit(_in_process, pipeline, warm, outputs).result()
         for req in tqdm.tqdm(requests, desc="in-process vs server", leave=False):
-            total, first, bare = _in_process(pipeline, [req], outputs)
+            total, first, bare = in_thread.submit(_in_process, pipeline, [req], outputs).result()
             direct_totals += total
             direct_firsts += first
             direct_bare += bare
             total, first = _through_server(client, [req], outputs)
             served_totals += total
             served_firsts += first
+        in_thread.shutdown()
         client.close()
         many = [dict(r, seed=100 + i) for i, r in enumerate(requests * max(1, args.clients))]
         rps, errors = _throughput(f"127.0.0.1:{port}", many, outputs, args.clients)
