@@ -164,12 +164,17 @@ class DiffusionTask(_LevelTask):
 
     @torch.no_grad()
     def _measure_latent_scale(self) -> float:
-        """1 / std of posterior means over a few training scenes (latent diffusion's scale factor)."""
+        """1 / std of posterior samples over a few training scenes (latent diffusion's scale factor).
+
+        Samples, not means: with a weak KL the posterior noise is a large part of what diffusion sees.
+        """
         ds = self.build_dataset("train")
         items = [ds[i] for i in range(min(SCALE_ITEMS, len(ds)))]
-        b = self.prepare(self.collate(items), torch.Generator().manual_seed(0))
-        mean, _, _ = self.vae.encode(b.grids[-1], b.normals[-1], b.semantics[-1])
-        std = float(mean.float().std())
+        gen = torch.Generator().manual_seed(0)
+        b = self.prepare(self.collate(items), gen)
+        mean, logvar, _ = self.vae.encode(b.grids[-1], b.normals[-1], b.semantics[-1])
+        z = mean.float() + torch.exp(0.5 * logvar.float()) * torch.randn(mean.shape, generator=gen)
+        std = float(z.std())
         scale = float(f"{1.0 / max(std, 1e-6):.4g}")  # rounded: stable across thread counts
         logger.info("latent std %.4g -> scale %.4g", std, scale)
         return scale
