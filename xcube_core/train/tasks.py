@@ -180,7 +180,8 @@ class DiffusionTask(_LevelTask):
         return scale
 
     def build_model(self) -> SparseUNet:
-        return SparseUNet(self.recipe.unet)
+        # token width follows the text encoder in use (384 for MiniLM)
+        return SparseUNet(dataclasses.replace(self.recipe.unet, context_dim=self.text.dim))
 
     def latents(self, b: Batch, generator) -> tuple[torch.Tensor, GridBatch]:
         with torch.no_grad():
