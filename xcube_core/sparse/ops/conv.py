@@ -4,8 +4,9 @@ Forward, per kernel offset k: ``out[out_k] += x[in_k] @ W[k]``; the submanifold 
 dense matmul that also initialises the output. The pairs of every offset are sorted by output row
 (and by input row: keys + delta is monotonic), so the work is cut into tiles of ``TILE_ROWS`` output
 rows: inside a tile every offset gathers, multiplies and scatter-adds a block that stays in cache,
-instead of streaming one (pairs_k, C) block per offset through main memory three times. Measured on
-2 cores (400k voxels, 64->64): this is what makes the torch path match spconv (see docs/benchmarks.md).
+instead of streaming one (pairs_k, C) block per offset through main memory three times. Measured with
+one thread (400k voxels, 64->64): 3x faster than whole offsets, 0.67x spconv's time (see
+docs/benchmarks.md); multi-threaded CPU runs and CUDA use whole offsets (see `_tile_rows`).
 
 Backward walks the same tiles and recomputes the gathers instead of keeping every gathered block
 alive, so training memory is O(N * C), not O(pairs * C).
@@ -20,12 +21,20 @@ from __future__ import annotations
 import torch
 
 # Output rows per tile on CPU: (TILE_ROWS, C) blocks of a few hundred KB sit in L2/L3 for C <= 128.
-# On GPUs tiling only multiplies kernel launches, so a CUDA run uses one tile (whole offsets).
 TILE_ROWS = 8192
 
 
 def _tile_rows(x: torch.Tensor, plan) -> int:
-    return TILE_ROWS if x.device.type == "cpu" else max(plan.target_grid.total_voxels, 1)
+    """Tile only single-threaded CPU runs; otherwise one tile (whole offsets).
+
+    Tiling issues ~26 small ops per tile. With one thread that is cheap and wins 3x (cache-resident
+    blocks). With several OpenMP threads every op is a parallel region, and on oversubscribed cores
+    (measured on the shared 2-core box) the barriers made 8192-row tiles 3x slower than whole offsets;
+    on GPUs tiles only multiply kernel launches. See docs/benchmarks.md, "Sparse engine".
+    """
+    if x.device.type == "cpu" and torch.get_num_threads() == 1:
+        return TILE_ROWS
+    return max(plan.target_grid.total_voxels, 1)
 
 
 def _compute_dtype(x: torch.Tensor) -> torch.dtype:
