@@ -284,8 +284,9 @@ def _summarise(args, caps, load, grid, plan, timings, accuracy, n_points) -> dic
     per_voxel = grid.keys.element_size()  # the only per-voxel array; the rest is 40 B per grid
     result = {
         "command": "xcube bench sparse " + " ".join(
-            f"--{k.replace('_', '-')} {v}" for k, v in (("voxels", args.voxels), ("channels", args.channels),
-                                                        ("repeats", args.repeats), ("points", args.points))),
+            f"--{k} {v}" for k, v in (("voxels", args.voxels), ("channels", args.channels),
+                                      ("repeats", args.repeats), ("points", args.points), ("threads", args.threads))
+            if v is not None) + (" --backward" if args.backward else "") + (" --no-spconv" if args.no_spconv else ""),
         "machine": caps, "load_average_1min": load,
         "grid": {"voxels": n, "box": 512, "pairs_incl_centre": plan.num_pairs,
                  "avg_neighbours": (plan.num_pairs - n) / max(n, 1), "channels": args.channels},
