@@ -254,7 +254,7 @@ class XCubeClient:
 
     def _consume(self, call, progress, queued) -> Iterator[GeneratedLevel]:
         level: pb.LevelStart | None = None
-        buffers: list[bytearray] = []
+        buffers: list[_Buffer] = []
         error: pb.Error | None = None
         for event in call:
             kind = event.WhichOneof("event")
@@ -264,7 +264,7 @@ class XCubeClient:
                 queued(event.queued.position, event.queued.queue_length)
             elif kind == "level_start":
                 level = event.level_start
-                buffers = [bytearray() for _ in level.artifacts]
+                buffers = [_Buffer() for _ in level.artifacts]
             elif kind == "chunk":
                 self._add_chunk(level, buffers, event.chunk)
             elif kind == "level_end":
@@ -286,10 +286,10 @@ class XCubeClient:
         if level is None or chunk.level != level.index or chunk.artifact >= len(buffers):
             raise IntegrityError(f"unexpected chunk for level {chunk.level} artifact {chunk.artifact}")
         buf = buffers[chunk.artifact]
-        if chunk.offset != len(buf):
+        if chunk.offset != buf.size:
             raise IntegrityError(f"chunk of level {chunk.level} artifact {chunk.artifact} at offset "
-                                 f"{chunk.offset}, expected {len(buf)}: chunks lost or reordered")
-        buf += chunk.data
+                                 f"{chunk.offset}, expected {buf.size}: chunks lost or reordered")
+        buf.append(chunk.data)
 
     # -- errors --------------------------------------------------------------------------------------
     def _translate(self, exc: grpc.RpcError, cancelled_by_us: bool = False) -> XCubeClientError:
@@ -323,10 +323,23 @@ class XCubeClient:
         return cls(msg, code=name, details=details, field=field)
 
 
-def _assemble(level: pb.LevelStart, buffers: list[bytearray], request_id: str) -> GeneratedLevel:
+class _Buffer:
+    """Chunks of one artifact, joined once at the end (one copy instead of one per chunk)."""
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+        self.size = 0
+
+    def append(self, data: bytes) -> None:
+        self.parts.append(data)
+        self.size += len(data)
+
+
+def _assemble(level: pb.LevelStart, buffers: list[_Buffer], request_id: str) -> GeneratedLevel:
     """Turn a received level into a GeneratedLevel, verifying every artifact's size and SHA-256."""
     artifacts = {}
-    for info, buf in zip(level.artifacts, buffers):
+    for info, parts in zip(level.artifacts, buffers):
+        buf = b"".join(parts.parts)
         if not safe_name(info.name):
             raise IntegrityError(f"level {level.index}: artifact name {info.name!r} is not a plain identifier")
         if len(buf) != info.size:
@@ -338,7 +351,7 @@ def _assemble(level: pb.LevelStart, buffers: list[bytearray], request_id: str) -
                                  f"(got {digest[:12]}..., expected {info.sha256[:12]}...)")
         artifacts[info.name] = Artifact(
             name=info.name, format=_PROTO_TO_FORMAT.get(info.format, "raw"), media_type=info.media_type,
-            file_extension=safe_extension(info.file_extension), data=bytes(buf), sha256=digest,
+            file_extension=safe_extension(info.file_extension), data=buf, sha256=digest,
             dtype=info.dtype, shape=tuple(int(s) for s in info.shape),
         )
     try:

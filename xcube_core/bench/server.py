@@ -29,7 +29,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--clients", type=int, default=4, help="concurrent clients for throughput (default %(default)s)")
     parser.add_argument("--device", default="cpu", help="torch device (default %(default)s)")
     parser.add_argument("--threads", type=int, default=0,
-                        help="torch CPU threads (0 = torch's default); 1 steadies timings on a busy machine")
+                        help="torch CPU threads, both ways (0 = as `python -m server`: cores - 1 on the CPU)")
 
 
 class SyntheticPipeline:
@@ -171,6 +171,9 @@ def run(args) -> int:
     from xcube_client import XCubeClient
 
     logging.getLogger("xcube.server").setLevel(logging.WARNING)
+    from server.__main__ import cpu_threads
+
+    args.threads = cpu_threads(args, args.device) or 0
     _set_threads(args.threads)
     pipeline, described = load_pipeline(args)
     outputs = tuple(o.strip() for o in args.outputs.split(",") if o.strip())
@@ -207,7 +210,7 @@ def run(args) -> int:
     result = {
         "pipeline": described, "model_id": getattr(pipeline, "model_id", ""), "device": str(pipeline.device),
         "requests": args.requests, "steps": args.steps, "levels": args.levels or pipeline.num_levels,
-        "outputs": list(outputs), "torch_threads": args.threads or "default",
+        "outputs": list(outputs), "torch_threads": args.threads or "torch default",
         "pipeline_only_s": med(direct_bare), "in_process_s": med(direct_totals), "server_s": med(served_totals),
         "overhead_pct": 100.0 * (med(served_totals) - med(direct_totals)) / med(direct_totals),
         "overhead_vs_pipeline_only_pct": 100.0 * (med(served_totals) - med(direct_bare)) / med(direct_bare),
