@@ -72,6 +72,9 @@ def test_server_cli_help_and_missing_gpu():
     gpu = subprocess.run([sys.executable, "-m", "server", "--gpu", "7"], cwd=ROOT, env=ENV, capture_output=True,
                          text=True, timeout=60)
     assert gpu.returncode != 0 and "--cpu" in gpu.stderr and "Traceback" not in gpu.stderr
+    missing = subprocess.run([sys.executable, "-m", "server", "--model", "/no/such/model"], cwd=ROOT, env=ENV,
+                             capture_output=True, text=True, timeout=60)
+    assert missing.returncode == 2 and "does not exist" in missing.stderr and "Traceback" not in missing.stderr
 
 
 def test_python_m_server_stops_gracefully_on_sigterm():

@@ -182,3 +182,21 @@ def test_tls_with_token(serve, tmp_path):
         plain.info()
     assert info.value.code == "UNAVAILABLE"
     plain.close()
+
+
+def test_a_model_that_fails_to_load_keeps_health_not_serving(connect):
+    from server.app import create_server
+
+    def broken_factory():
+        raise ModelLoadError("config.json: unknown architecture 'xcube-v9'")
+
+    server, _ = create_server(broken_factory, port=0)
+    try:
+        assert server.wait_until_ready(10) is False
+        client = connect(server)
+        assert client.health() == "NOT_SERVING" and client.info().model_loaded is False
+        with pytest.raises(Exception) as info:
+            list(client.generate("x", steps=1, outputs=("raw",)))
+        assert info.value.code == "FAILED_PRECONDITION" and "xcube-v9" in str(info.value)
+    finally:
+        server.stop(0)
