@@ -34,10 +34,12 @@ class RequestRecord:
 
     def __init__(self, request_id: str, peer: str, prompt: str, tag: str) -> None:
         self.t0 = time.monotonic()
+        self.finished = False
         self.fields = {"event": "generate", "id": request_id, "peer": peer, "prompt_chars": len(prompt),
                        "tag": tag, "levels": [], "queued_s": None}
 
     def finish(self, outcome: str, message: str = "") -> None:
+        self.finished = True
         self.fields.update(outcome=outcome, total_s=round(time.monotonic() - self.t0, 4))
         if message:
             self.fields["message"] = message[:200]
@@ -109,6 +111,11 @@ class XCubeServicer(pb_grpc.XCubeServicer):
             context.set_details(message)
             if context.is_active():
                 yield pb.GenerateEvent(request_id=rid, error=pb.Error(code=code.name, message=message, field=field))
+        finally:  # also on GeneratorExit: gRPC drops the stream when its client went away mid-send
+            if job is not None:
+                job.cancel.set()
+            if not record.finished:
+                record.finish("CANCELLED", "the client went away")
 
     def _on_rpc_done(self, job: Job) -> None:
         """RPC ended (finished, client cancel, deadline, shutdown): stop the job, free its slot."""

@@ -270,3 +270,28 @@ def test_cancel_stops_the_model_pipeline_within_a_step(model_pipeline, serve):
     (level,) = client.generate("next", steps=1, num_levels=1, outputs=("raw",))
     assert level.index == 0 and len(steps_seen) <= 3
     client.close()
+
+
+def test_one_structured_log_line_per_request(serve, caplog):
+    import json
+    import logging
+
+    fake = FakePipeline(step_delay=0.01)
+    server = serve(fake, supported_outputs=("raw",))
+    client = XCubeClient(server.address)
+    with caplog.at_level(logging.INFO, logger="xcube.server"):
+        list(client.generate("fine request", steps=2, client_tag="test-suite", outputs=("raw",)))
+        with pytest.raises(Exception):
+            list(client.generate("bad", steps=5000, outputs=("raw",)))
+        with pytest.raises(GenerationCancelledError):
+            list(client.generate("cancelled", steps=1000, outputs=("raw",), progress=lambda *a: client.cancel()))
+        _wait_for(lambda: sum(r.getMessage().startswith("request ") for r in caplog.records) == 3,
+                  what="three request log lines")
+    lines = [json.loads(r.getMessage()[len("request "):]) for r in caplog.records
+             if r.getMessage().startswith("request ")]
+    assert [line["outcome"] for line in lines] == ["OK", "INVALID_ARGUMENT", "CANCELLED"]
+    ok = lines[0]
+    assert ok["prompt_chars"] == len("fine request") and ok["tag"] == "test-suite" and len(ok["id"]) == 12
+    assert [lv["index"] for lv in ok["levels"]] == [0, 1, 2] and all("seconds" in lv for lv in ok["levels"])
+    assert "fine request" not in caplog.text  # prompts are not logged, only their length
+    client.close()
