@@ -158,6 +158,8 @@ def create_server(pipeline: Any, host: str = "127.0.0.1", port: int = 0, *, max_
             or a port that cannot be bound.
     """
     _check_security(host, token, tls_cert, tls_key)
+    if int(max_queue) < 1:
+        raise InvalidInputError(f"--max-queue must be at least 1, got {max_queue}")
     limits = limits or ServerLimits()
     limits = ServerLimits(**{**limits.__dict__, "max_queue": int(max_queue)})
     outputs = supported_outputs or artifacts.available_outputs()
