@@ -27,6 +27,7 @@ from xcube_core.models.base import atomic_write_text
 from xcube_core.models.refine import RefineConfig, RefineNet
 from xcube_core.models.unet import SparseUNet, UNetConfig
 from xcube_core.models.vae import SparseStructureVAE, VAEConfig
+from xcube_core.nn import PlanCache
 from xcube_core.sparse import GridBatch
 
 logger = logging.getLogger(__name__)
@@ -236,13 +237,15 @@ class XCubePipeline:
         sched.set_timesteps(steps)
         x = torch.randn(lat_grid.total_voxels, lv.unet.config.latent_channels, generator=gen).to(self.device)
         grid2 = GridBatch.cat([lat_grid, lat_grid])
+        plans = PlanCache()  # same grid at every step: kernel maps are built once per level
         tokens, mask, pooled = text.tokens, text.mask, text.pooled
         with self._autocast():
             for k, t in enumerate(sched.timesteps):
                 if cancel is not None and cancel.is_set():
                     raise CancelledError(f"cancelled at level {i}, step {k}/{steps}")
                 tt = torch.full((2,), int(t), dtype=torch.long, device=self.device)
-                out = lv.unet(torch.cat([x, x]), grid2, tt, tokens, mask, pooled, _twice(cond_n), _twice(cond_s))
+                out = lv.unet(torch.cat([x, x]), grid2, tt, tokens, mask, pooled, _twice(cond_n), _twice(cond_s),
+                              plans=plans)
                 v = guide_doubled(out.float(), guidance)
                 x = sched.step(v, t, x, eta=eta, generator=gen)
                 if callback is not None:

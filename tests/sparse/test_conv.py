@@ -117,3 +117,30 @@ def test_conv_on_empty_and_bad_weights(generator):
         plan.execute(torch.ones(1, 2), torch.ones(26, 2, 3))
     with pytest.raises(ValueError, match="rows"):
         plan.execute(torch.ones(5, 2), torch.ones(27, 2, 3))
+
+
+@pytest.mark.parametrize("kernel, stride, transposed", [(3, 1, False), (1, 1, False), (2, 2, False), (2, 2, True)])
+def test_dense_box_fast_path_matches_the_sparse_kernels(kernel, stride, transposed, generator, monkeypatch):
+    """Full boxes run torch's dense conv3d; the result and gradients equal the sparse kernel map's."""
+    from xcube_core.sparse import conv_plan
+
+    fine = GridBatch.from_dense(2, (4, 6, 2), ijk_min=(2, 0, 4))
+    coarse = fine.coarsened_grid(2)
+    src, tgt = (fine, fine) if stride == 1 else ((coarse, fine) if transposed else (fine, coarse))
+    x = torch.randn(src.total_voxels, 3, generator=generator, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(kernel ** 3, 3, 5, generator=generator, dtype=torch.float64, requires_grad=True)
+    plan = ConvolutionPlan.from_grid_batch(kernel, stride, src, tgt, transposed=transposed)
+    assert plan.dense_layout is not None
+    y = plan.execute(x, w)
+    gx, gw = torch.autograd.grad(y.pow(2).sum(), (x, w))
+    monkeypatch.setattr(conv_plan, "DENSE_FAST_PATH", False)
+    sparse = ConvolutionPlan.from_grid_batch(kernel, stride, src, tgt, transposed=transposed)
+    assert sparse.dense_layout is None
+    ys = sparse.execute(x, w)
+    gxs, gws = torch.autograd.grad(ys.pow(2).sum(), (x, w))
+    torch.testing.assert_close(y, ys)
+    torch.testing.assert_close(gx, gxs)
+    torch.testing.assert_close(gw, gws)
+    # a box with a hole is not dense
+    holed = fine.pruned_grid(torch.arange(fine.total_voxels) != 3)
+    assert ConvolutionPlan.from_grid_batch(3, 1, holed).dense_layout is None

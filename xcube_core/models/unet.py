@@ -127,7 +127,7 @@ class SparseUNet(nn.Module, PretrainedMixin):
 
     def forward(self, x: torch.Tensor, grid: GridBatch, t: torch.Tensor, context: torch.Tensor,
                 context_mask: torch.Tensor, pooled: torch.Tensor, cond_normals: torch.Tensor | None = None,
-                cond_semantics: torch.Tensor | None = None) -> torch.Tensor:
+                cond_semantics: torch.Tensor | None = None, plans: PlanCache | None = None) -> torch.Tensor:
         """Predict v.
 
         Args:
@@ -136,6 +136,7 @@ class SparseUNet(nn.Module, PretrainedMixin):
             t: timesteps. Shape: (B,), int or float.
             context, context_mask, pooled: text tokens (B, T, D), mask (B, T) bool, pooled (B, D).
             cond_normals, cond_semantics: coarser level's attributes on ``grid`` ((N, 3), (N,)).
+            plans: kernel maps to reuse (pass the same cache to every step of a sampling loop).
         Returns: (N, latent_channels).
         """
         if x.shape[0] != grid.total_voxels:
@@ -143,7 +144,7 @@ class SparseUNet(nn.Module, PretrainedMixin):
         if t.shape != (grid.grid_count,):
             raise ValueError(f"t must have shape ({grid.grid_count},), got {tuple(t.shape)}")
         cfg = self.config
-        plans = PlanCache()
+        plans = PlanCache() if plans is None else plans
         emb = self.time_mlp(timestep_embedding(t, cfg.model_channels).to(x.dtype)) + self.text_proj(pooled.to(x.dtype))
         h = self.conv_in(self.input_features(x, grid, cond_normals, cond_semantics), plans.get(3, 1, grid))
         grids, skips, g = [grid], [], grid
@@ -151,7 +152,7 @@ class SparseUNet(nn.Module, PretrainedMixin):
             h = stage(h, g, plans, emb, context, context_mask)
             skips.append(h)
             if i < len(self.downsample):
-                coarse = g.coarsened_grid(2)
+                coarse = plans.coarsened(g, 2)
                 h = self.downsample[i](h, plans.get(2, 2, g, coarse))
                 g = coarse
                 grids.append(g)

@@ -11,13 +11,24 @@ from xcube_core.sparse import ConvolutionPlan, GridBatch
 
 
 class PlanCache:
-    """Builds each kernel map once per (source, target, kernel, stride, transposed) within one forward.
+    """Builds each kernel map once per (source, target, kernel, stride, transposed).
 
-    Pass one instance down a network's forward; it lives as long as the grids it was built on.
+    Pass one instance down a network's forward, or reuse it across the forwards of a sampling loop on
+    the same grid (every diffusion step); it lives as long as the grids it was built on.
     """
 
     def __init__(self) -> None:
         self._plans: dict[tuple, ConvolutionPlan] = {}
+        self._coarse: dict[tuple, tuple[GridBatch, GridBatch]] = {}
+
+    def coarsened(self, grid: GridBatch, factor: int = 2) -> GridBatch:
+        """``grid.coarsened_grid(factor)``, built once, so plans on it are found again next call."""
+        key = (id(grid), factor)
+        hit = self._coarse.get(key)
+        if hit is None:
+            hit = (grid, grid.coarsened_grid(factor))  # keep the source alive: its id stays unique
+            self._coarse[key] = hit
+        return hit[1]
 
     def get(self, kernel_size: int, stride: int, source: GridBatch, target: GridBatch | None = None,
             transposed: bool = False) -> ConvolutionPlan:

@@ -20,6 +20,11 @@ from xcube_core.sparse.jagged import JaggedTensor
 from xcube_core.sparse.ops.topology import cube_offsets
 
 
+# Plans whose grids are full boxes run torch's dense conv3d (same result, faster); tests switch it off
+# to check the sparse kernels on dense grids too.
+DENSE_FAST_PATH = True
+
+
 def _kernel3(kernel_size) -> tuple[int, int, int]:
     ks = (kernel_size,) * 3 if isinstance(kernel_size, int) else tuple(int(k) for k in kernel_size)
     if len(ks) != 3 or min(ks) < 1:
@@ -48,6 +53,7 @@ class ConvolutionPlan:
         self.out_idx = out_idx      # (P,) int64 rows of the output
         self.counts = counts        # pairs per kernel offset (K,)
         self.center = center        # offset handled as identity (submanifold), else None
+        self.dense_layout = None    # (source box, target box) when both grids are full boxes
         self._starts = [0]
         for c in counts:
             self._starts.append(self._starts[-1] + c)
@@ -92,7 +98,11 @@ class ConvolutionPlan:
         offsets = kernel_offsets(ks, source_grid.device)
         q_rows, l_rows, counts, center = _build_pairs(q.keys, l.keys, offsets, stride, submanifold)
         in_idx, out_idx = (q_rows, l_rows) if transposed else (l_rows, q_rows)
-        return cls(source_grid, target_grid, ks, stride, transposed, in_idx, out_idx, counts, center)
+        plan = cls(source_grid, target_grid, ks, stride, transposed, in_idx, out_idx, counts, center)
+        from xcube_core.sparse.ops.conv_dense import dense_layout
+
+        plan.dense_layout = dense_layout(plan) if DENSE_FAST_PATH else None  # full boxes: dense kernels
+        return plan
 
     @property
     def num_offsets(self) -> int:
@@ -147,7 +157,14 @@ class ConvolutionPlan:
             raise ValueError(f"data has {x.shape[0]} rows, source grid has {self.source_grid.total_voxels} voxels")
         if weight.dim() != 3 or weight.shape[0] != self.num_offsets or weight.shape[1] != x.shape[1]:
             raise ValueError(f"weight must be ({self.num_offsets}, {x.shape[1]}, C_out), got {tuple(weight.shape)}")
-        out = sparse_conv_table(x, weight, self) if use_table(self, weight.shape[2]) else sparse_conv(x, weight, self)
+        if self.dense_layout is not None:
+            from xcube_core.sparse.ops.conv_dense import dense_conv
+
+            out = dense_conv(x, weight, self, self.dense_layout)
+        elif use_table(self, weight.shape[2]):
+            out = sparse_conv_table(x, weight, self)
+        else:
+            out = sparse_conv(x, weight, self)
         if bias is not None:
             out = out + bias.to(out.dtype)
         return self.target_grid.jagged_like(out) if isinstance(data, JaggedTensor) else out
