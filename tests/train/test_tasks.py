@@ -60,6 +60,12 @@ def test_each_task_computes_a_finite_loss_with_gradients(data_dir, tmp_path):
     loss, _ = diff.loss(unet, batch, gen)
     loss.backward()
     assert torch.isfinite(loss)
+    # the cached posterior of a whole-scene dense latent equals a fresh encoding
+    b = diff.prepare(batch, gen)
+    cached = diff._posterior(b, batch["files"])
+    fresh = diff._posterior(b, None)
+    torch.testing.assert_close(cached[0], fresh[0])
+    assert cached[2].is_same(fresh[2])
 
     ref = RefineTask(0, data_dir, {"vae_path": str(tmp_path / "vae0")})
     net = ref.build_model()

@@ -153,6 +153,7 @@ class DiffusionTask(_LevelTask):
         from xcube_core.models.text import build_text_encoder
 
         self.vae = self._frozen_vae()
+        self._cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         text_cfg = {"name": self.overrides.get("text_encoder", TEXT_ENCODER["name"])}
         self.text = build_text_encoder(text_cfg)
         self.text_config = self.text.config()
@@ -183,12 +184,28 @@ class DiffusionTask(_LevelTask):
         # token width follows the text encoder in use (384 for MiniLM)
         return SparseUNet(dataclasses.replace(self.recipe.unet, context_dim=self.text.dim))
 
-    def latents(self, b: Batch, generator) -> tuple[torch.Tensor, GridBatch]:
+    def latents(self, b: Batch, generator, files: list[str] | None = None) -> tuple[torch.Tensor, GridBatch]:
+        """Scaled posterior samples of the batch and the latent grid they live on."""
         with torch.no_grad():
-            mean, logvar, grid = self.vae.encode(b.grids[-1], b.normals[-1], b.semantics[-1])
+            mean, logvar, grid = self._posterior(b, files)
             noise = torch.randn(mean.shape, generator=generator)
             z = (mean.float() + torch.exp(0.5 * logvar.float()) * noise) * self.latent_scale
         return z, grid
+
+    def _posterior(self, b: Batch, files: list[str] | None):
+        """Posterior (mean, logvar) of the frozen VAE. Uncropped dense latents are the same every
+        epoch, so they are computed once per file and kept (about 130 KB a scene)."""
+        cacheable = files is not None and self.recipe.crop is None and self.recipe.vae.dense_latent
+        if cacheable and all(f in self._cache for f in files):
+            grid = self.vae.latent_grid_for(b.grids[-1])
+            mean = torch.cat([self._cache[f][0] for f in files])
+            logvar = torch.cat([self._cache[f][1] for f in files])
+            return mean, logvar, grid
+        mean, logvar, grid = self.vae.encode(b.grids[-1], b.normals[-1], b.semantics[-1])
+        if cacheable:
+            for f, m, lv in zip(files, mean.float().chunk(len(files)), logvar.float().chunk(len(files))):
+                self._cache[f] = (m.clone(), lv.clone())
+        return mean.float(), logvar.float(), grid
 
     def loss(self, model, batch, generator):
         from xcube_core.diffusion.guidance import drop_prompts
@@ -196,7 +213,7 @@ class DiffusionTask(_LevelTask):
         from xcube_core.diffusion.schedule import sample_timesteps
 
         b = self.prepare(batch, generator)
-        z, grid = self.latents(b, generator)
+        z, grid = self.latents(b, generator, batch.get("files"))
         cond_n, cond_s = coarse_condition(b, grid) if self.recipe.unet.cond_normals else (None, None)
         captions, _ = drop_prompts(b.captions, COND_DROP, generator)
         emb = self.text.encode(captions)
