@@ -87,6 +87,30 @@ def test_tiled_forward_and_backward_match_naive(tile, generator):
         assert conv_ops._backward(x, w, g, plan, (False, True), tile)[0] is None
 
 
+@pytest.mark.skipif(conv_ops._one_thread_hooks() is None, reason="needs GNU OpenMP + MKL (Linux torch wheels)")
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_tiles_on_worker_threads_match_naive(dtype, generator):
+    threads = torch.get_num_threads()
+    for plan in _plans(generator):
+        x = torch.randn(plan.source_grid.total_voxels, 4, generator=generator, dtype=torch.float64)
+        w = torch.randn(plan.num_offsets, 4, 3, generator=generator, dtype=torch.float64)
+        g = torch.randn(plan.target_grid.total_voxels, 3, generator=generator, dtype=torch.float64)
+        ref_x, ref_w = x.clone().requires_grad_(), w.clone().requires_grad_()
+        ref = _naive_conv(ref_x, ref_w, plan)
+        ref.backward(g)
+        def close(a, b):
+            if dtype == torch.float64:
+                torch.testing.assert_close(a, b)
+            else:  # bf16 inputs: about 3 significant digits, checked on the whole tensor
+                assert float((a.double() - b).norm() / b.norm()) < 1e-2
+        got = conv_ops._forward(x.to(dtype), w.to(dtype), plan, 7, 3)  # 3 workers over 7-row tiles
+        close(got.double(), ref.detach())
+        gx, gw = conv_ops._backward(x.to(dtype), w.to(dtype), g.to(dtype), plan, (True, True), 7, 3)
+        close(gx.double(), ref_x.grad)
+        close(gw.double(), ref_w.grad)
+    assert torch.get_num_threads() == threads  # workers pin themselves, not the process
+
+
 def test_bfloat16_weight_grad_accumulates_in_float32(generator):
     grid = random_grid((300,), box=10, generator=generator)
     plan = ConvolutionPlan.from_grid_batch(3, 1, grid)
