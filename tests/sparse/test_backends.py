@@ -111,6 +111,21 @@ def test_tiles_on_worker_threads_match_naive(dtype, generator):
     assert torch.get_num_threads() == threads  # workers pin themselves, not the process
 
 
+@pytest.mark.skipif(conv_ops._one_thread_hooks() is None, reason="needs GNU OpenMP + MKL (Linux torch wheels)")
+def test_kernel_map_on_worker_threads_equals_single_thread(generator):
+    grid = GridBatch.from_ijk(torch.randint(0, 60, (90_000, 3), generator=generator))
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = ConvolutionPlan.from_grid_batch(3, 1, grid)
+        torch.set_num_threads(2)  # >= 65536 voxels: columns go to 2 pinned workers
+        two = ConvolutionPlan.from_grid_batch(3, 1, grid)
+    finally:
+        torch.set_num_threads(threads)
+    assert one.counts == two.counts
+    assert torch.equal(one.in_idx, two.in_idx) and torch.equal(one.out_idx, two.out_idx)
+
+
 def test_bfloat16_weight_grad_accumulates_in_float32(generator):
     grid = random_grid((300,), box=10, generator=generator)
     plan = ConvolutionPlan.from_grid_batch(3, 1, grid)

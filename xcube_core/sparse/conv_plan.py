@@ -178,6 +178,8 @@ def _build_pairs(q_keys, l_keys, offsets, stride, submanifold):
     the row of tap m + 1 is the row of tap m plus one if tap m was found, so the rest of the column
     costs a gather and a compare: a 3^3 submanifold map needs 4 searches instead of 13.
     """
+    from xcube_core.sparse.ops.conv import TILE_ROWS, run_chunks
+
     n_off = offsets.shape[0]
     kz = int(offsets[:, 2].max() - offsets[:, 2].min()) + 1 if n_off else 1
     if stride == 1:
@@ -191,20 +193,31 @@ def _build_pairs(q_keys, l_keys, offsets, stride, submanifold):
     center = n_off // 2 if submanifold else None
     todo = set(range(center) if submanifold else range(n_off))
     if l_keys.numel() and q_keys.numel():
-        for col in range(0, n_off, kz):
-            wanted = [m for m in range(kz) if col + m in todo]
-            if not wanted:
-                continue
-            q0 = base + deltas[col]
-            pos = torch.searchsorted(l_keys, q0)
-            for m in range(max(wanted) + 1):
-                pc = pos.clamp(max=l_keys.numel() - 1)
-                hit = l_keys.index_select(0, pc) == (q0 + m if m else q0)
-                if m in wanted:
-                    rows = hit.nonzero().squeeze(1)
-                    q_rows[col + m], l_rows[col + m] = rows, pc.index_select(0, rows)
-                if m < max(wanted):
-                    pos += hit
+        cols = [(col, [m for m in range(kz) if col + m in todo]) for col in range(0, n_off, kz)]
+        cols = [(col, wanted) for col, wanted in cols if wanted]
+
+        def work(c0: int, c1: int) -> dict:
+            found = {}
+            for col, wanted in cols[c0:c1]:
+                q0 = base + deltas[col]
+                pos = torch.searchsorted(l_keys, q0)
+                for m in range(max(wanted) + 1):
+                    pc = pos.clamp(max=l_keys.numel() - 1)
+                    hit = l_keys.index_select(0, pc) == (q0 + m if m else q0)
+                    if m in wanted:
+                        rows = hit.nonzero().squeeze(1)
+                        found[col + m] = (rows, pc.index_select(0, rows))
+                    if m < max(wanted):
+                        pos += hit
+            return found
+
+        # Columns are independent: with several torch threads they run on pinned one-thread workers,
+        # like the conv tiles (OpenMP regions of ~100 small ops stall on shared cores).
+        big = q_keys.device.type == "cpu" and q_keys.numel() >= TILE_ROWS * 8  # else threads cost more
+        workers = torch.get_num_threads() if big else 1
+        for part in run_chunks(work, len(cols), workers):
+            for k, (qr, lr) in part.items():
+                q_rows[k], l_rows[k] = qr, lr
     if submanifold:
         # Offset d and its mirror -d (index n_off - 1 - k) share pairs with roles swapped.
         for k in range(center):

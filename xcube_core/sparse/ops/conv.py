@@ -73,12 +73,13 @@ def _pin_one_thread() -> None:
     mkl_set(1)
 
 
-def _run(fn, n_tiles: int, workers: int) -> list:
-    """fn(t0, t1) over contiguous tile ranges; with several workers, on pinned worker threads."""
-    workers = min(workers, n_tiles)
-    if workers <= 1:
-        return [fn(0, n_tiles)]
-    ranges = [(n_tiles * w // workers, n_tiles * (w + 1) // workers) for w in range(workers)]
+def run_chunks(fn, n_items: int, workers: int) -> list:
+    """[fn(i0, i1) for contiguous item ranges]; with several workers, on threads pinned to one
+    OpenMP/MKL thread each (sequential where the per-thread hooks are missing)."""
+    workers = min(workers, n_items)
+    if workers <= 1 or _one_thread_hooks() is None:
+        return [fn(0, n_items)]
+    ranges = [(n_items * w // workers, n_items * (w + 1) // workers) for w in range(workers)]
 
     def call(r):
         with torch.no_grad():  # grad mode is thread-local: workers must not record graphs
@@ -86,6 +87,7 @@ def _run(fn, n_tiles: int, workers: int) -> list:
 
     with ThreadPoolExecutor(workers, initializer=_pin_one_thread) as pool:
         return list(pool.map(call, ranges))
+
 
 
 def _bounds(plan, tile: int, by: str) -> list[list[int]]:
@@ -158,7 +160,7 @@ def _forward(x: torch.Tensor, weight: torch.Tensor, plan, tile: int = TILE_ROWS,
             if low:
                 out[a:b].copy_(o)
 
-    _run(work, (n_out + tile - 1) // tile, workers)
+    run_chunks(work, (n_out + tile - 1) // tile, workers)
     return out
 
 
@@ -200,7 +202,7 @@ def _backward(x, weight, g, plan, needs, tile: int = TILE_ROWS, workers: int = 1
                 grad_x[a:b].copy_(gx)
         return gw
 
-    partial = _run(work, (n_in + tile - 1) // tile, workers)
+    partial = run_chunks(work, (n_in + tile - 1) // tile, workers)
     grad_w = None
     if need_w:
         grad_w = partial[0]
