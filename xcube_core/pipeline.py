@@ -101,7 +101,7 @@ class XCubePipeline:
         meta_path = root / PIPELINE_FILE
         if not meta_path.is_file():
             hint = ("the package was installed without its default model; reinstall it"
-                    if path is None else "pass a folder written by `xcube train ... export` / save_pretrained")
+                    if path is None else "pass a folder written by `python -m xcube_core.train.assemble` or save_pretrained")
             raise ModelLoadError(f"{meta_path} not found: {hint}")
         try:
             meta = json.loads(meta_path.read_text())

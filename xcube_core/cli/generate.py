@@ -55,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
         from xcube_core.io.vdb import read_level
 
         condition = read_level(args.condition)
+    pipe.validate(args.prompt, args.steps, args.guidance, args.levels, condition)  # before any output
     args.out.mkdir(parents=True, exist_ok=True)
     bar = tqdm(total=0, unit="step", desc="level 0", dynamic_ncols=True)
 
