@@ -20,7 +20,7 @@ from xcube_core.models.base import atomic_write_text
 from xcube_core.pipeline import PIPELINE_FILE
 
 
-def assemble(runs: pathlib.Path, out: pathlib.Path, model_id: str) -> pathlib.Path:
+def assemble(runs: pathlib.Path, out: pathlib.Path, model_id: str, refine: bool = True) -> pathlib.Path:
     levels, text = [], None
     i = 0
     while (runs / f"vae{i}" / "model").is_dir():
@@ -32,8 +32,11 @@ def assemble(runs: pathlib.Path, out: pathlib.Path, model_id: str) -> pathlib.Pa
             raise ModelLoadError(f"{unet_dir}/config.json has no latent_scale; export it with xcube train")
         text = text or extra.get("text_encoder")
         dest = out / f"level{i}"
-        for name, src in (("vae", runs / f"vae{i}" / "model"), ("unet", unet_dir),
-                          ("refine", runs / f"refine{i}" / "model")):
+        parts = [("vae", runs / f"vae{i}" / "model"), ("unet", unet_dir)]
+        if refine:
+            parts.append(("refine", runs / f"refine{i}" / "model"))
+        shutil.rmtree(dest / "refine", ignore_errors=True)
+        for name, src in parts:
             if src.is_dir():
                 shutil.rmtree(dest / name, ignore_errors=True)
                 (dest / name).mkdir(parents=True)
@@ -54,9 +57,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", type=pathlib.Path, required=True, help="folder with vae0/, diffusion0/, ... runs")
     p.add_argument("--out", type=pathlib.Path, required=True, help="pipeline folder to write")
     p.add_argument("--model-id", default="xcube-custom", help="name recorded in the model and outputs")
+    p.add_argument("--no-refine", action="store_true",
+                   help="leave the refinement nets out (when `xcube eval vae --refine` shows they do not help)")
     args = p.parse_args(argv)
     try:
-        out = assemble(args.runs, args.out, args.model_id)
+        out = assemble(args.runs, args.out, args.model_id, refine=not args.no_refine)
     except ModelLoadError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
