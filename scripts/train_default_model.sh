@@ -45,4 +45,4 @@ train refine 1 1200 1 5e-4 -o vae_path="$RUNS/vae1/model" -o crop=64
 # 4. assemble the pipeline folder that ships in the package
 # (the refinement nets of v1 lowered reconstruction IoU, 0.83 -> 0.68 at level 0: left out, see docs)
 .venv/bin/python -m xcube_core.train.assemble --runs "$RUNS" --out xcube_core/assets/default_model \
-  --model-id "xcube-procedural-v1" --no-refine
+  --model-id "xcube-procedural-v1" --no-refine --float16

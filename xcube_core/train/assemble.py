@@ -14,13 +14,33 @@ import pathlib
 import shutil
 import sys
 
+import torch
+
 from xcube_core.classes import CLASS_NAMES
 from xcube_core.errors import ModelLoadError
 from xcube_core.models.base import atomic_write_text
 from xcube_core.pipeline import PIPELINE_FILE
 
 
-def assemble(runs: pathlib.Path, out: pathlib.Path, model_id: str, refine: bool = True) -> pathlib.Path:
+def copy_weights(src: pathlib.Path, dst: pathlib.Path, dtype: torch.dtype | None) -> None:
+    """Copy a safetensors file, storing floating tensors as ``dtype`` (metadata kept).
+
+    Loading casts them back to the model's dtype (``load_state_dict`` copies), so float16 storage
+    halves the shipped size at a 1e-3 relative rounding of the weights.
+    """
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(src), framework="pt") as fh:
+        meta = fh.metadata()
+        tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+    if dtype is not None:
+        tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}
+    save_file(tensors, str(dst), metadata=meta)
+
+
+def assemble(runs: pathlib.Path, out: pathlib.Path, model_id: str, refine: bool = True,
+             dtype: torch.dtype | None = None) -> pathlib.Path:
     levels, text = [], None
     i = 0
     while (runs / f"vae{i}" / "model").is_dir():
@@ -40,8 +60,8 @@ def assemble(runs: pathlib.Path, out: pathlib.Path, model_id: str, refine: bool 
             if src.is_dir():
                 shutil.rmtree(dest / name, ignore_errors=True)
                 (dest / name).mkdir(parents=True)
-                for f in ("model.safetensors", "config.json"):
-                    shutil.copy2(src / f, dest / name / f)
+                shutil.copy2(src / "config.json", dest / name / "config.json")
+                copy_weights(src / "model.safetensors", dest / name / "model.safetensors", dtype)
         levels.append({"latent_scale": float(extra["latent_scale"])})
         i += 1
     if not levels:
@@ -57,11 +77,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", type=pathlib.Path, required=True, help="folder with vae0/, diffusion0/, ... runs")
     p.add_argument("--out", type=pathlib.Path, required=True, help="pipeline folder to write")
     p.add_argument("--model-id", default="xcube-custom", help="name recorded in the model and outputs")
+    p.add_argument("--float16", action="store_true", help="store weights as float16 (half the size)")
     p.add_argument("--no-refine", action="store_true",
                    help="leave the refinement nets out (when `xcube eval vae --refine` shows they do not help)")
     args = p.parse_args(argv)
     try:
-        out = assemble(args.runs, args.out, args.model_id, refine=not args.no_refine)
+        out = assemble(args.runs, args.out, args.model_id, refine=not args.no_refine,
+                       dtype=torch.float16 if args.float16 else None)
     except ModelLoadError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
