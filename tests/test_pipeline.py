@@ -108,3 +108,15 @@ def test_scale_grows_the_scene_without_densifying(pipe):
         assert b.num_voxels < 2 * 2 * lv_shape[0] * lv_shape[1] * lv_shape[2]  # inside the scaled box
     with pytest.raises(InvalidInputError, match="scale"):
         next(pipe.generate("x", scale=0))
+
+
+def test_shipped_model_loads_and_yields_a_non_empty_first_level():
+    """The default model ships in the package and runs on CPU, offline."""
+    shipped = XCubePipeline.from_pretrained()
+    assert shipped.model_id == "xcube-procedural-v1" and shipped.num_levels == 2
+    assert shipped.voxel_sizes == [1.0, 0.25] and shipped.coarse_shape == (64, 64, 32)
+    first = next(shipped.generate("a quiet suburban street lined with houses and oak trees", seed=0, steps=4))
+    assert first.index == 0 and first.num_voxels > 1000
+    assert set(first.semantics.unique().tolist()) >= {0}  # at least ground
+    hi = first.ijk.max(0).values
+    assert int(hi[0]) < 64 and int(hi[1]) < 64 and int(hi[2]) < 32
