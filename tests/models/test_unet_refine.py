@@ -33,7 +33,7 @@ def test_unet_output_lives_on_the_input_grid_for_unequal_batches(generator):
     out = net(x, batch, torch.tensor([3, 700]), *text(2, generator), n, s)
     assert out.shape == x.shape
     # zero-initialised output layer: a fresh model predicts exactly 0; after a few steps every parameter learns
-    assert float(out.abs().max()) == 0.0
+    assert float(out.detach().abs().max()) == 0.0
     opt = torch.optim.SGD(net.parameters(), lr=0.1)
     for _ in range(4):  # output, residual and attention branches open one zero-init layer per step
         opt.zero_grad()
