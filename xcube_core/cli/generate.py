@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import pathlib
 import time
 
@@ -45,6 +46,8 @@ def run(args: argparse.Namespace) -> int:
     from xcube_core.errors import InvalidInputError
     from xcube_core.pipeline import XCubePipeline
 
+    if not args.verbose:  # the per-level lines below say the same; keep the progress bar clean
+        logging.getLogger("xcube_core.pipeline").setLevel(logging.WARNING)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise InvalidInputError(f"--device {args.device}: no CUDA device here; use --device cpu")
     t0 = time.perf_counter()
@@ -60,11 +63,10 @@ def run(args: argparse.Namespace) -> int:
     bar = tqdm(total=0, unit="step", desc="level 0", dynamic_ncols=True)
 
     def progress(level: int, step: int, total: int) -> None:
-        if bar.total != total or step == 1:
+        if step == 1:
             bar.reset(total=total)
             bar.set_description(f"level {level}")
-        bar.n = step
-        bar.refresh()
+        bar.update(1)
 
     summary = {"prompt": args.prompt, "seed": args.seed, "steps": args.steps, "guidance": args.guidance,
                "model_id": pipe.model_id, "device": str(pipe.device), "load_seconds": round(load_s, 3), "levels": []}
