@@ -1,7 +1,8 @@
-"""Mixed precision: bfloat16 autocast where the hardware does it fast, float32 otherwise.
+"""Mixed precision: bfloat16 autocast where the hardware does it natively, float32 otherwise.
 
-Detected, not assumed: on CPU we look for AMX-BF16 / AVX512-BF16 in the CPU flags; on CUDA we ask
-torch whether bf16 is supported.
+Detected, not assumed: on CPU we look for AVX512-BF16 / AMX-BF16 in the CPU flags (or ask oneDNN where
+there is no /proc/cpuinfo); on CUDA we ask torch whether bf16 is supported. Training
+(`xcube_core.train`) and inference (`XCubePipeline`) resolve "auto" through this one module.
 """
 
 from __future__ import annotations
@@ -12,29 +13,36 @@ import pathlib
 
 import torch
 
+from xcube_core.errors import InvalidInputError
+
 PRECISIONS = ("auto", "bf16", "fp32")
 
 
 @functools.lru_cache(maxsize=None)
-def cpu_has_fast_bf16() -> bool:
-    """True when this CPU runs bfloat16 matmuls natively (AMX-BF16 or AVX512-BF16)."""
+def cpu_has_native_bf16() -> bool:
+    """True when the CPU has bf16 instructions (``avx512_bf16`` or ``amx_bf16`` in /proc/cpuinfo)."""
     try:
-        flags = pathlib.Path("/proc/cpuinfo").read_text()
+        flags = pathlib.Path("/proc/cpuinfo").read_text(errors="ignore").split()
     except OSError:
+        flags = []
+    if "avx512_bf16" in flags or "amx_bf16" in flags:
+        return True
+    try:  # non-Linux: ask oneDNN
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()) and not flags
+    except Exception:
         return False
-    return " amx_bf16" in flags or " avx512_bf16" in flags
 
 
 def resolve_precision(device: torch.device, precision: str = "auto") -> str:
-    """'bf16' or 'fp32' for ``device`` (``auto`` picks bf16 only where it is fast)."""
+    """'bf16' or 'fp32' for ``device`` (``auto`` picks bf16 only where the hardware has it)."""
     if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        raise InvalidInputError(f"precision {precision!r}: expected one of {PRECISIONS}")
     if precision != "auto":
         return precision
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
     if device.type == "cpu":
-        return "bf16" if cpu_has_fast_bf16() else "fp32"
+        return "bf16" if cpu_has_native_bf16() else "fp32"
     return "fp32"
 
 

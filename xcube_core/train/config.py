@@ -24,6 +24,8 @@ from typing import Any
 
 import torch
 
+from xcube_core import precision as precision_mod
+from xcube_core.precision import PRECISIONS, cpu_has_native_bf16  # noqa: F401 (re-exported)
 from xcube_core.errors import InvalidInputError
 from xcube_core.models.base import config_from_dict, config_to_dict
 
@@ -31,7 +33,6 @@ __all__ = ["TrainConfig", "load_config_file", "merge_config", "resolve_device", 
 
 logger = logging.getLogger(__name__)
 
-PRECISIONS = ("auto", "bf16", "fp32")
 LR_SCHEDULES = ("constant", "cosine")
 
 
@@ -202,26 +203,6 @@ def resolve_device(config: TrainConfig, local_rank: int = 0) -> torch.device:
     return torch.device("cuda", local_rank % max(1, torch.cuda.device_count()))
 
 
-def cpu_has_native_bf16() -> bool:
-    """True when the CPU has bf16 instructions (``avx512_bf16`` or ``amx_bf16`` in /proc/cpuinfo)."""
-    try:
-        flags = pathlib.Path("/proc/cpuinfo").read_text(errors="ignore").split()
-    except OSError:
-        flags = []
-    if "avx512_bf16" in flags or "amx_bf16" in flags:
-        return True
-    try:  # non-Linux: ask oneDNN
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()) and not flags
-    except Exception:
-        return False
-
-
 def resolve_precision(precision: str, device: torch.device) -> str:
     """``"bf16"`` or ``"fp32"`` for ``precision`` in ("auto", "bf16", "fp32") on ``device``."""
-    if precision not in PRECISIONS:
-        raise InvalidInputError(f"precision {precision!r}: expected one of {PRECISIONS}")
-    if precision != "auto":
-        return precision
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    return "bf16" if cpu_has_native_bf16() else "fp32"
+    return precision_mod.resolve_precision(device, precision)
