@@ -48,6 +48,10 @@ def register(sub) -> None:
     parser.add_argument("--out", type=pathlib.Path, required=True, help="run folder for checkpoints, logs, model")
     parser.add_argument("--config", type=pathlib.Path, default=None, help="YAML/JSON config file")
     parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    parser.add_argument("--init-from", type=pathlib.Path, default=None, metavar="MODEL_DIR",
+                        help="start from the weights of a shipped/exported model: a pipeline folder "
+                             "(e.g. xcube_core/assets/default_model), a run folder or a model folder; "
+                             "new optimiser and EMA (ignored when --resume finds a checkpoint)")
     parser.add_argument("--export-only", action="store_true",
                         help="only export OUT/model from the newest checkpoint (EMA weights), no training")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
@@ -61,7 +65,8 @@ def register(sub) -> None:
     prec.add_argument("--precision", dest="precision", choices=("auto", "bf16", "fp32"), default=None,
                       help="auto (default) = bf16 where the hardware supports it natively, else fp32")
     parser.add_argument("-o", "--task-option", dest="task_options", action="append", default=[], metavar="KEY=VALUE",
-                        help="task/model option (YAML value), repeatable, e.g. -o latent_channels=8")
+                        help="task option or field of the level's network config (YAML value), repeatable, "
+                             "e.g. -o kl_weight=0.001 -o crop=64; an unknown key is an error listing the valid ones")
     parser.add_argument("--ddp-find-unused", dest="ddp_find_unused", action="store_const", const=True, default=None,
                         help="torchrun: tolerate parameters without gradient in a step (slower)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (log lines instead)")
@@ -133,7 +138,8 @@ def run(args: argparse.Namespace) -> int:
                           "train_config": config.to_dict()}, indent=2, sort_keys=True))
         return 0
     trainer = Trainer(task, config, args.out, resume=args.resume, progress=not args.no_progress,
-                      tensorboard=not args.no_tensorboard, task_overrides=task_overrides)
+                      tensorboard=not args.no_tensorboard, task_overrides=task_overrides,
+                      init_from=args.init_from)
     if args.export_only:
         print(f"exported to {trainer.export()}")
         return 0

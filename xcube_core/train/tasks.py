@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from xcube_core.errors import DataError, InvalidInputError, ModelLoadError
-from xcube_core.models.base import config_to_dict
+from xcube_core.models.base import config_from_dict, config_to_dict
 from xcube_core.models.refine import RefineNet
 from xcube_core.models.unet import SparseUNet
 from xcube_core.models.vae import SparseStructureVAE
@@ -39,17 +39,50 @@ class Batch:
 
 class _LevelTask:
     name = "base"
+    model_part = "vae"  # the recipe field whose config the task's network is built from
+    # options of the task itself (not model fields), with their help; model fields come on top
+    own_options: dict[str, str] = {
+        "crop": "training crop in voxels of the level's grid (X = Y), or null for whole scenes",
+    }
 
     def __init__(self, level: int, data_dir: pathlib.Path | None, overrides: dict) -> None:
         if level not in DEFAULT_RECIPE:
             raise InvalidInputError(f"level must be one of {sorted(DEFAULT_RECIPE)}, got {level}")
         self.level = level
         self.data_dir = data_dir
-        self.overrides = dict(overrides)
-        recipe = DEFAULT_RECIPE[level]
-        if "crop" in self.overrides:
-            recipe = dataclasses.replace(recipe, crop=self.overrides.pop("crop"))
-        self.recipe: LevelRecipe = recipe
+        self.recipe: LevelRecipe = DEFAULT_RECIPE[level]
+        self.overrides = self._apply_options(dict(overrides))
+
+    @classmethod
+    def valid_options(cls, level: int = 0) -> dict[str, str]:
+        """Every ``-o KEY`` the task accepts: its own options and its network's config fields."""
+        part = getattr(DEFAULT_RECIPE.get(level, DEFAULT_RECIPE[0]), cls.model_part)
+        fields = {f.name: f"{cls.model_part} config field (default {getattr(part, f.name)!r})"
+                  for f in dataclasses.fields(part)}
+        return {**fields, **cls.own_options}
+
+    def _apply_options(self, overrides: dict) -> dict:
+        """Check every option against the valid ones and apply model fields to the recipe.
+
+        Returns the task's own options (crop is applied here too). An unknown key, or a value of the
+        wrong type, is an error that lists the valid keys: options never pass silently.
+        """
+        valid = self.valid_options(self.level)
+        unknown = sorted(set(overrides) - set(valid))
+        if unknown:
+            listing = "\n".join(f"  {k}: {v}" for k, v in sorted(valid.items()))
+            raise InvalidInputError(f"unknown {self.name} option(s) {unknown}; valid -o keys:\n{listing}")
+        part = getattr(self.recipe, self.model_part)
+        model_keys = {f.name for f in dataclasses.fields(part)} - set(self.own_options)
+        model_over = {k: overrides.pop(k) for k in list(overrides) if k in model_keys}
+        if model_over:
+            self.recipe = dataclasses.replace(self.recipe, **{self.model_part: _typed_replace(part, model_over)})
+        if "crop" in overrides:
+            crop = overrides.pop("crop")
+            if crop is not None and (not isinstance(crop, int) or isinstance(crop, bool) or crop < 8):
+                raise InvalidInputError(f"-o crop={crop!r}: expected an integer >= 8 or null")
+            self.recipe = dataclasses.replace(self.recipe, crop=crop)
+        return overrides
 
     # --- data ---------------------------------------------------------------------------------
     def build_dataset(self, split: str):
@@ -87,8 +120,16 @@ class _LevelTask:
             raise InvalidInputError(f"the {self.name} task needs the trained VAE of level {self.level}: "
                                     "pass -o vae_path=DIR (the VAE run's exported model folder)")
         vae = SparseStructureVAE.from_pretrained(path)
-        if vae.config != self.recipe.vae:
-            raise ModelLoadError(f"{path} holds a VAE configured differently from level {self.level}'s recipe")
+        want = self.recipe.vae
+        same_geometry = (tuple(vae.config.grid_shape), vae.config.voxel_size, vae.config.dense_latent) == \
+            (tuple(want.grid_shape), want.voxel_size, want.dense_latent)
+        if not same_geometry:
+            raise ModelLoadError(f"{path} holds a VAE of another geometry than level {self.level} "
+                                 f"(grid {vae.config.grid_shape} at {vae.config.voxel_size} m vs "
+                                 f"{want.grid_shape} at {want.voxel_size} m)")
+        # the trained VAE's own config is what the networks downstream must fit (it may differ
+        # from the recipe's defaults in widths or loss weights)
+        self.recipe = dataclasses.replace(self.recipe, vae=vae.config)
         vae.requires_grad_(False)
         return vae
 
@@ -127,6 +168,17 @@ def crop_batch(grids: list[GridBatch], normals: list[torch.Tensor], sems: list[t
     return out_g, out_n, out_s
 
 
+def _typed_replace(config, changes: dict):
+    """``config`` with ``changes`` applied, each value checked against the field's default type."""
+    merged = config_from_dict(type(config), {**config_to_dict(config), **changes})
+    for key in changes:
+        old, new = getattr(config, key), getattr(merged, key)
+        ok = isinstance(new, type(old)) and not (isinstance(new, bool) and not isinstance(old, bool))
+        if not ok:
+            raise InvalidInputError(f"-o {key}={changes[key]!r}: expected a {type(old).__name__} like {old!r}")
+    return merged
+
+
 class VAETask(_LevelTask):
     name = "vae"
 
@@ -146,6 +198,14 @@ class VAETask(_LevelTask):
 
 class DiffusionTask(_LevelTask):
     name = "diffusion"
+    model_part = "unet"
+    own_options = {
+        **_LevelTask.own_options,
+        "vae_path": "the trained VAE of this level (a model folder, e.g. a VAE run's model/) [required]",
+        "text_encoder": f"text encoder name (default {TEXT_ENCODER['name']!r})",
+        "posterior": "diffuse posterior 'mean' (default) or 'sample'",
+        "latent_scale": "latent scale (default: measured as 1 / std over training scenes)",
+    }
 
     def __init__(self, level, data_dir, overrides) -> None:
         super().__init__(level, data_dir, overrides)
@@ -153,6 +213,9 @@ class DiffusionTask(_LevelTask):
         from xcube_core.models.text import build_text_encoder
 
         self.vae = self._frozen_vae()
+        if self.recipe.unet.latent_channels != self.vae.config.latent_channels:  # the U-Net denoises the VAE's latent
+            self.recipe = dataclasses.replace(self.recipe, unet=dataclasses.replace(
+                self.recipe.unet, latent_channels=self.vae.config.latent_channels))
         self._cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         text_cfg = {"name": self.overrides.get("text_encoder", TEXT_ENCODER["name"])}
         self.text = build_text_encoder(text_cfg)
@@ -253,6 +316,11 @@ class RefineTask(_LevelTask):
     """Refinement trained on VAE decodings of noised posteriors (the errors diffusion makes)."""
 
     name = "refine"
+    model_part = "refine"
+    own_options = {
+        **_LevelTask.own_options,
+        "vae_path": "the trained VAE of this level (a model folder, e.g. a VAE run's model/) [required]",
+    }
 
     def __init__(self, level, data_dir, overrides) -> None:
         super().__init__(level, data_dir, overrides)

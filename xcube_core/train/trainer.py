@@ -146,6 +146,9 @@ class Trainer:
         handle_signals: catch SIGINT/SIGTERM to checkpoint and stop (main thread only).
         task_overrides: the options the task was built with; saved with checkpoints so that
             ``xcube train --resume`` can rebuild the same task.
+        init_from: start a fresh run (no checkpoint yet) from the weights of this pipeline, run or
+            model folder (see :mod:`xcube_core.train.init_from`); a new optimiser and EMA. Ignored
+            when resuming from a checkpoint of this run, whose weights already contain it.
 
     Raises (from :meth:`fit`):
         XCubeError: ``out_dir`` already holds checkpoints and ``resume`` is False; non-finite loss.
@@ -156,13 +159,15 @@ class Trainer:
     def __init__(self, task: TrainTask, config: TrainConfig, out_dir: str | os.PathLike, *, resume: bool = False,
                  progress: bool = True, tensorboard: bool = True,
                  on_step: Callable[[int, float], None] | None = None, handle_signals: bool = True,
-                 task_overrides: dict[str, Any] | None = None):
+                 task_overrides: dict[str, Any] | None = None, init_from: str | os.PathLike | None = None):
         if not isinstance(config, TrainConfig):
             raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
         self.task, self.config, self.out_dir = task, config, pathlib.Path(out_dir)
         self.resume, self.progress, self.tensorboard = resume, progress, tensorboard
         self.on_step, self.handle_signals = on_step, handle_signals
         self.task_overrides = dict(task_overrides or {})
+        self.init_from = init_from
+        self._init_report: dict[str, Any] | None = None
         self._signal: int | None = None
 
     # ------------------------------------------------------------------ public
@@ -249,6 +254,16 @@ class Trainer:
         run.step, run.checkpoint = ckpt.step, path
         logger.info("resumed from %s (step %d)", path, ckpt.step)
 
+    def _init_weights(self, run: _Run) -> None:
+        from xcube_core.train.init_from import load_init_weights, resolve_init_dir
+
+        level = getattr(self.task, "level", 0)
+        source = resolve_init_dir(self.init_from, self.task.name, level)
+        report = load_init_weights(run.model, source)
+        if run.ema is not None:  # the EMA starts from the loaded weights, not from the random init
+            run.ema = _make_ema(run.model, self.config.ema_decay)
+        self._init_report = report.to_dict()
+
     def _log_config_changes(self, saved: dict[str, Any]) -> None:
         now = self.config.to_dict()
         changed = {k: (saved[k], now[k]) for k in now if k in saved and saved[k] != now[k]}
@@ -258,7 +273,7 @@ class Trainer:
 
     def _write_run_config(self, run: _Run) -> None:
         body = {"task": self.task.name, "task_config": self.task.config(), "train_config": self.config.to_dict(),
-                "task_overrides": self.task_overrides,
+                "task_overrides": self.task_overrides, "init_from": self._init_report,
                 "resolved": {"device": str(run.device), "precision": run.precision, "world_size": run.info.world_size,
                              "global_batch": self.config.batch_size * run.info.world_size,
                              "start_step": run.step, "parameters": sum(p.numel() for p in run.model.parameters())}}
@@ -277,6 +292,8 @@ class Trainer:
                 logger.info("--resume: no checkpoint in %s yet, starting at step 0", self.out_dir)
             else:
                 self._restore(run, latest)
+        if self.init_from is not None and run.checkpoint is None:
+            self._init_weights(run)
         self._write_run_config(run)
         if info.distributed:
             from torch.nn.parallel import DistributedDataParallel
@@ -388,7 +405,7 @@ class Trainer:
         if run.info.is_main:
             meta = {"task": self.task.name, "task_config": self.task.config(), "arch": run.arch,
                     "train_config": self.config.to_dict(), "sampler": run.sampler.state_dict(),
-                    "task_overrides": self.task_overrides,
+                    "task_overrides": self.task_overrides, "init_from": self._init_report,
                     "precision": run.precision}
             path = ckpt_io.save_checkpoint(
                 self.out_dir, run.step, model_state=run.model.state_dict(),
