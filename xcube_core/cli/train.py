@@ -32,6 +32,7 @@ logger = logging.getLogger(__name__)
 _TRAIN_OPTIONS = {
     "max_steps": int, "batch_size": int, "lr": float, "weight_decay": float, "warmup_steps": int,
     "grad_clip": float, "ema_decay": float, "seed": int, "num_workers": int, "log_every": int,
+    "val_every": int, "val_batches": int,
     "ckpt_every": int, "keep_last": int, "device": str, "lr_schedule": str,
 }
 
@@ -82,6 +83,9 @@ def _help(name: str) -> str:
         "weight_decay": "AdamW weight decay", "warmup_steps": "linear LR warm-up steps",
         "grad_clip": "max gradient norm (0 = off)", "ema_decay": "EMA decay (0 = off)", "seed": "random seed",
         "num_workers": "DataLoader workers", "log_every": "steps between logged scalars",
+        "val_every": "steps between validation losses on the val split (0 = off); logged as val_loss and "
+                     "val_<term> to metrics.jsonl and TensorBoard",
+        "val_batches": "val-split batches per validation (the same ones every time)",
         "ckpt_every": "steps between checkpoints", "keep_last": "checkpoints to keep",
         "device": "auto | cpu | cuda | cuda:N", "lr_schedule": "constant | cosine",
     }[name]

@@ -76,6 +76,19 @@ class Monitor:
             logger.info("step %d: %s", step, ", ".join(f"{k}={v:.4g}" for k, v in scalars.items()))
         return scalars
 
+    def log_val(self, step: int, scalars: dict[str, float]) -> None:
+        """Record validation scalars (``val_loss``, ``val_<term>``): TensorBoard ``val/<term>`` and one
+        ``metrics.jsonl`` line ``{"step": step, "val_loss": ..., ...}``."""
+        if not self.enabled:
+            return
+        if self.writer is not None:
+            for name, value in scalars.items():
+                self.writer.add_scalar(f"val/{name.removeprefix('val_')}", value, step)
+            self.writer.flush()
+        with open(self.metrics_path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps({"step": step, **scalars}) + "\n")
+        self.message(f"step {step}: val_loss={scalars.get('val_loss', float('nan')):.4g}")
+
     def message(self, text: str) -> None:
         """Log a line without breaking the bar."""
         if not self.enabled:
