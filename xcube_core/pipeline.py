@@ -5,7 +5,9 @@ finished `Level` coarse to fine, so callers (CLI, server, add-on) show the coars
 levels still compute. Progress and cancellation go through one callback and one event.
 
 A model folder holds ``pipeline.json`` and per level ``level{i}/vae``, ``level{i}/unet`` and optional
-``level{i}/refine`` folders written by ``save_pretrained`` (safetensors + config.json).
+``level{i}/refine`` folders written by ``save_pretrained`` (safetensors + config.json). Beside each
+U-Net, ``scheduler_config.json`` holds the noise schedule it was trained with and its default sampler
+settings (sampler, steps, eta, guidance); a folder without it gets the defaults and a warning.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Callable, Iterator
 import torch
 
 from xcube_core.classes import CLASS_NAMES
+from xcube_core.diffusion.scheduler_config import SchedulerConfig, load_scheduler_config, save_scheduler_config
 from xcube_core.errors import CancelledError, InvalidInputError, ModelLoadError
 from xcube_core.level import Level
 from xcube_core.models.base import atomic_write_text
@@ -43,12 +46,14 @@ ProgressCallback = Callable[[int, int, int], None]
 
 @dataclasses.dataclass
 class LevelModels:
-    """The networks of one level and the latent scale measured on training data."""
+    """The networks of one level, the latent scale measured on training data, and the noise schedule
+    and sampler defaults the U-Net was trained with."""
 
     vae: SparseStructureVAE
     unet: SparseUNet
     refine: RefineNet | None
     latent_scale: float
+    scheduler: SchedulerConfig = dataclasses.field(default_factory=SchedulerConfig)
 
 
 class XCubePipeline:
@@ -114,7 +119,7 @@ class XCubePipeline:
             refine = RefineNet.from_pretrained(d / "refine", device) if (d / "refine").is_dir() else None
             levels.append(LevelModels(SparseStructureVAE.from_pretrained(d / "vae", device),
                                       SparseUNet.from_pretrained(d / "unet", device), refine,
-                                      float(lv["latent_scale"])))
+                                      float(lv["latent_scale"]), load_scheduler_config(d / "unet")))
         text = build_text_encoder(meta["text_encoder"])
         return cls(levels, text, meta.get("model_id", root.name), tuple(meta.get("class_names", CLASS_NAMES)),
                    device, precision)
@@ -125,6 +130,7 @@ class XCubePipeline:
             d = root / f"level{i}"
             lv.vae.save_pretrained(d / "vae")
             lv.unet.save_pretrained(d / "unet")
+            save_scheduler_config(lv.scheduler, d / "unet")
             if lv.refine is not None:
                 lv.refine.save_pretrained(d / "refine")
         meta = {"format": 1, "model_id": self.model_id, "class_names": list(self.class_names),
@@ -158,9 +164,9 @@ class XCubePipeline:
             raise InvalidInputError("prompt is empty; describe the scene, e.g. 'a quiet suburban street'")
         if len(prompt) > MAX_PROMPT_CHARS:
             raise InvalidInputError(f"prompt has {len(prompt)} characters; the limit is {MAX_PROMPT_CHARS}")
-        if not isinstance(steps, int) or not 1 <= steps <= MAX_STEPS:
+        if steps is not None and (not isinstance(steps, int) or not 1 <= steps <= MAX_STEPS):
             raise InvalidInputError(f"steps must be an integer in 1..{MAX_STEPS}, got {steps!r}")
-        if not (isinstance(guidance, (int, float)) and 0.0 <= float(guidance) <= 30.0):
+        if guidance is not None and not (isinstance(guidance, (int, float)) and 0.0 <= float(guidance) <= 30.0):
             raise InvalidInputError(f"guidance must be a number in 0..30, got {guidance!r}")
         n = self.num_levels if num_levels is None else num_levels
         if not isinstance(n, int) or not 1 <= n <= self.num_levels:
@@ -172,11 +178,14 @@ class XCubePipeline:
         return n
 
     @torch.no_grad()
-    def generate(self, prompt: str, *, seed: int = 0, steps: int = 25, guidance: float = 3.0,
+    def generate(self, prompt: str, *, seed: int = 0, steps: int | None = None, guidance: float | None = None,
                  num_levels: int | None = None, condition: Level | None = None,
                  callback: ProgressCallback | None = None, cancel: threading.Event | None = None,
-                 eta: float = 0.0, scale: int = 1) -> Iterator[Level]:
+                 eta: float | None = None, scale: int = 1) -> Iterator[Level]:
         """Yield each level coarse to fine. See the module docstring and `Level`.
+
+        ``steps``, ``guidance`` and ``eta`` default (None) to each level's ``scheduler_config.json``
+        (25, 3 and 0 for the shipped model); a value given applies to every level.
 
         ``scale`` (1..MAX_SCALE) multiplies the scene's X/Y extent: the coarsest dense latent grows
         with it and every finer level stays sparse, so a 4x scene (e.g. 256 m x 256 m with a
@@ -193,16 +202,20 @@ class XCubePipeline:
             raise InvalidInputError("a layout condition fixes the scene size; use scale=1 with it")
         gen = torch.Generator(device="cpu").manual_seed(int(seed))
         text = self.text_encoder.encode([prompt, ""])
-        meta = {"prompt": prompt, "seed": int(seed), "model_id": self.model_id, "steps": steps,
-                "guidance": float(guidance), "scale": scale}
+        meta = {"prompt": prompt, "seed": int(seed), "model_id": self.model_id, "scale": scale}
         prev: Level | None = None
         for i in range(n):
             t0 = time.perf_counter()
             if i == 0 and condition is not None:
                 level = _condition_level(condition, self.class_names)
             else:
-                level = self._generate_level(i, prev, text, gen, steps, float(guidance), eta, callback, cancel,
-                                             scale)
+                sch = self.levels[i].scheduler
+                lv_steps = sch.num_inference_steps if steps is None else steps
+                lv_guidance = float(sch.guidance_scale if guidance is None else guidance)
+                level = self._generate_level(i, prev, text, gen, lv_steps, lv_guidance,
+                                             sch.eta if eta is None else eta, callback, cancel, scale)
+                level.metadata = {**level.metadata, "steps": lv_steps, "guidance": lv_guidance,
+                                  "sampler": sch.sampler}
             level.seconds = time.perf_counter() - t0
             level.metadata = {**meta, **level.metadata, "level": i}
             logger.info("level %d: %d voxels at %.3g m in %.2f s", i, level.num_voxels, level.voxel_size,
@@ -211,7 +224,6 @@ class XCubePipeline:
             prev = level
 
     def _generate_level(self, i, prev, text, gen, steps, guidance, eta, callback, cancel, scale=1) -> Level:
-        from xcube_core.diffusion.ddim import DDIMScheduler
         from xcube_core.diffusion.guidance import guide_doubled
 
         lv = self.levels[i]
@@ -233,7 +245,9 @@ class XCubePipeline:
         if lat_grid.total_voxels == 0:
             raise InvalidInputError(f"level {i - 1} came out empty, so level {i} has nothing to refine; "
                                     "try another seed or prompt")
-        sched = DDIMScheduler()
+        sched = lv.scheduler.make_sampler()  # the schedule the U-Net was trained with
+        if steps > sched.num_train_timesteps:
+            raise InvalidInputError(f"steps={steps} exceeds level {i}'s {sched.num_train_timesteps} training steps")
         sched.set_timesteps(steps)
         x = torch.randn(lat_grid.total_voxels, lv.unet.config.latent_channels, generator=gen).to(self.device)
         grid2 = GridBatch.cat([lat_grid, lat_grid])
