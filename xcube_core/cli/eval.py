@@ -52,7 +52,7 @@ def register(sub) -> None:
     g = esub.add_parser("generation", help="MMD / COV / 1-NNA (Chamfer) vs held-out scenes, class fractions",
                         description=_GENERATION_HELP)
     _model_args(g)
-    _reference_args(g, default_num=None)
+    _reference_args(g, default_num=64)
     g.add_argument("--seed", type=int, default=0, help="seed of scene 0; scene i uses seed+i (default 0)")
     g.add_argument("--prompt", default=None, help="one prompt for every scene (default: each reference's caption)")
     g.add_argument("--generated", type=pathlib.Path, default=None, metavar="DIR",
@@ -75,7 +75,7 @@ def register(sub) -> None:
                         "folder (config.json + model.safetensors, e.g. a training run's model/), to check a "
                         "VAE before the pipeline is assembled. Target: IoU >= 0.90.")
     _model_args(v)
-    _reference_args(v, default_num=50)
+    _reference_args(v, default_num=32)
     v.add_argument("--levels", type=int, nargs="+", default=None, metavar="L",
                    help="model levels to evaluate (default all)")
     v.add_argument("--refine", action="store_true",
@@ -120,8 +120,10 @@ def _reference_args(p: argparse.ArgumentParser, default_num: int | None) -> None
 
 
 def _generation_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--steps", type=int, default=25, help="diffusion steps per level (default 25)")
-    p.add_argument("--guidance", type=float, default=3.0, help="classifier-free guidance scale (default 3)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="diffusion steps per level (default: the model's scheduler_config.json, 25 for v1)")
+    p.add_argument("--guidance", type=float, default=None,
+                   help="classifier-free guidance scale (default: the model's, 3 for v1)")
 
 
 def _out_arg(p: argparse.ArgumentParser, default: str) -> None:
@@ -160,7 +162,8 @@ def _finish(result: dict, out: pathlib.Path) -> int:
 def run_generation(args) -> int:
     from xcube_core.eval import runners
 
-    _check_positive(num=1 if args.num is None else args.num, points=args.points, steps=args.steps)
+    _check_positive(num=1 if args.num is None else args.num, points=args.points,
+                    steps=1 if args.steps is None else args.steps)
     refs = runners.load_references(args.reference, args.num, args.split)
     if args.generated is not None:
         gen = runners.load_references(args.generated, args.num, args.generated_split)
@@ -202,7 +205,7 @@ def run_prompts(args) -> int:
     from xcube_core.eval import runners
     from xcube_core.eval.prompt_control import load_pairs
 
-    _check_positive(seeds=args.seeds, steps=args.steps)
+    _check_positive(seeds=args.seeds, steps=1 if args.steps is None else args.steps)
     pairs = load_pairs(args.pairs, args.attributes, args.kinds)
     seeds = list(range(args.seed_start, args.seed_start + args.seeds))
     with _quiet_pipeline(args):
