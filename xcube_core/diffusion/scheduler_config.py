@@ -110,8 +110,10 @@ def load_scheduler_config(directory: str | pathlib.Path) -> SchedulerConfig:
     """
     path = pathlib.Path(directory) / SCHEDULER_FILE
     if not path.is_file():
-        logger.warning("%s not found: using the default noise schedule and sampler settings (%s); "
-                       "re-export or re-assemble the model to record its own", path, SchedulerConfig())
+        d = SchedulerConfig()
+        logger.warning("%s not found: using the defaults (%s betas %g..%g, T=%d, %s; %s %d steps, guidance %g); "
+                       "re-assemble the model to record its own", path, d.beta_schedule, d.beta_start, d.beta_end,
+                       d.num_train_timesteps, d.prediction_type, d.sampler, d.num_inference_steps, d.guidance_scale)
         return SchedulerConfig()
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
