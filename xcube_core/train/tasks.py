@@ -220,7 +220,8 @@ class DiffusionTask(_LevelTask):
     own_options = {
         **_LevelTask.own_options,
         "vae_path": "the trained VAE of this level (a model folder, e.g. a VAE run's model/) [required]",
-        "text_encoder": f"text encoder name (default {TEXT_ENCODER['name']!r})",
+        "text_encoder": f"text encoder name (default {TEXT_ENCODER['name']!r}, or the recipe's), or a config "
+                        "mapping, e.g. '{name: hash, dim: 384}' where MiniLM is not installed",
         "posterior": "diffuse posterior 'mean' (default) or 'sample'",
         "latent_scale": "latent scale (default: measured as 1 / std over training scenes)",
         **{f.name: f"noise schedule / sampler default (recipe value {getattr(SchedulerConfig(), f.name)!r} "
@@ -248,7 +249,9 @@ class DiffusionTask(_LevelTask):
             self.recipe = dataclasses.replace(self.recipe, unet=dataclasses.replace(
                 self.recipe.unet, latent_channels=self.vae.config.latent_channels))
         self._cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-        text_cfg = {"name": self.overrides.get("text_encoder", self.text_encoder_config["name"])}
+        text_opt = self.overrides.get("text_encoder", self.text_encoder_config["name"])
+        # a name, or a full config such as {name: hash, dim: 384} (a stand-in of the right width)
+        text_cfg = dict(text_opt) if isinstance(text_opt, dict) else {"name": str(text_opt)}
         self.text = build_text_encoder(text_cfg)
         self.text_config = self.text.config()
         self.schedule = self.recipe.scheduler.noise_schedule()
