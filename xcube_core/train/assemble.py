@@ -40,7 +40,7 @@ def copy_weights(src: pathlib.Path, dst: pathlib.Path, dtype: torch.dtype | None
 
 
 def assemble(runs: pathlib.Path, out: pathlib.Path, model_id: str, refine: bool = True,
-             dtype: torch.dtype | None = None) -> pathlib.Path:
+             dtype: torch.dtype | None = None, class_prior: float = 0.0) -> pathlib.Path:
     levels, text = [], None
     i = 0
     while (runs / f"vae{i}" / "model").is_dir():
@@ -62,7 +62,7 @@ def assemble(runs: pathlib.Path, out: pathlib.Path, model_id: str, refine: bool 
                 (dest / name).mkdir(parents=True)
                 shutil.copy2(src / "config.json", dest / name / "config.json")
                 copy_weights(src / "model.safetensors", dest / name / "model.safetensors", dtype)
-        levels.append({"latent_scale": float(extra["latent_scale"])})
+        levels.append({"latent_scale": float(extra["latent_scale"]), **({"class_prior": class_prior} if i else {})})
         i += 1
     if not levels:
         raise ModelLoadError(f"no trained levels under {runs} (expected {runs}/vae0/model ...)")
@@ -80,10 +80,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--float16", action="store_true", help="store weights as float16 (half the size)")
     p.add_argument("--no-refine", action="store_true",
                    help="leave the refinement nets out (when `xcube eval vae --refine` shows they do not help)")
+    p.add_argument("--class-prior", type=float, default=0.0,
+                   help="nats added to the parent level's class in finer levels' semantic logits (0 = off)")
     args = p.parse_args(argv)
     try:
         out = assemble(args.runs, args.out, args.model_id, refine=not args.no_refine,
-                       dtype=torch.float16 if args.float16 else None)
+                       dtype=torch.float16 if args.float16 else None, class_prior=args.class_prior)
     except ModelLoadError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
