@@ -47,12 +47,17 @@ ProgressCallback = Callable[[int, int, int], None]
 @dataclasses.dataclass
 class LevelModels:
     """The networks of one level, the latent scale measured on training data, and the noise schedule
-    and sampler defaults the U-Net was trained with."""
+    and sampler defaults the U-Net was trained with.
+
+    ``class_prior``: nats added to the semantic logits of the class of each voxel's parent in the
+    coarser level (0 = off; see ``SparseStructureVAE.decode``). Stored per level in pipeline.json.
+    """
 
     vae: SparseStructureVAE
     unet: SparseUNet
     refine: RefineNet | None
     latent_scale: float
+    class_prior: float = 0.0
     scheduler: SchedulerConfig = dataclasses.field(default_factory=SchedulerConfig)
 
 
@@ -119,7 +124,8 @@ class XCubePipeline:
             refine = RefineNet.from_pretrained(d / "refine", device) if (d / "refine").is_dir() else None
             levels.append(LevelModels(SparseStructureVAE.from_pretrained(d / "vae", device),
                                       SparseUNet.from_pretrained(d / "unet", device), refine,
-                                      float(lv["latent_scale"]), load_scheduler_config(d / "unet")))
+                                      float(lv["latent_scale"]), float(lv.get("class_prior", 0.0)),
+                                      load_scheduler_config(d / "unet")))
         text = build_text_encoder(meta["text_encoder"])
         return cls(levels, text, meta.get("model_id", root.name), tuple(meta.get("class_names", CLASS_NAMES)),
                    device, precision)
@@ -135,7 +141,8 @@ class XCubePipeline:
                 lv.refine.save_pretrained(d / "refine")
         meta = {"format": 1, "model_id": self.model_id, "class_names": list(self.class_names),
                 "text_encoder": self.text_encoder.config(),
-                "levels": [{"latent_scale": lv.latent_scale, "voxel_size": lv.vae.config.voxel_size}
+                "levels": [{"latent_scale": lv.latent_scale, "voxel_size": lv.vae.config.voxel_size,
+                            "class_prior": lv.class_prior}
                            for lv in self.levels]}
         atomic_write_text(root / PIPELINE_FILE, json.dumps(meta, indent=2) + "\n")
         return root
@@ -264,7 +271,8 @@ class XCubePipeline:
                 x = sched.step(v, t, x, eta=eta, generator=gen)
                 if callback is not None:
                     callback(i, k + 1, steps)
-            dec = lv.vae.decode(x / lv.latent_scale, lat_grid, max_voxels=_voxel_budget(shape), grid_shape=shape)
+            dec = lv.vae.decode(x / lv.latent_scale, lat_grid, max_voxels=_voxel_budget(shape), grid_shape=shape,
+                                parent_semantics=cond_s, class_prior=lv.class_prior)
             grid, normals, sem = dec.grid, dec.normals, dec.semantics
             if lv.refine is not None and grid.total_voxels:
                 ref = lv.refine(grid, normals, sem, bounds=shape)

@@ -81,7 +81,7 @@ def _level_recipe(runs: pathlib.Path, i: int, dest: pathlib.Path) -> dict:
 
 
 def assemble(runs: pathlib.Path, out: pathlib.Path, model_id: str, refine: bool = True,
-             dtype: torch.dtype | None = None) -> pathlib.Path:
+             dtype: torch.dtype | None = None, class_prior: float = 0.0) -> pathlib.Path:
     """Copy RUNS/{vae,diffusion,refine}{i}/model into OUT/level{i}/{vae,unet,refine} for i = 0, 1, ...
     and write ``pipeline.json`` and ``recipe.json`` (the architecture, schedule and sampler defaults).
 
@@ -111,7 +111,7 @@ def assemble(runs: pathlib.Path, out: pathlib.Path, model_id: str, refine: bool 
                 _copy_part(src, dest / name, dtype)
         if not (dest / "unet" / SCHEDULER_FILE).is_file():
             save_scheduler_config(SchedulerConfig(), dest / "unet")
-        levels.append({"latent_scale": float(extra["latent_scale"])})
+        levels.append({"latent_scale": float(extra["latent_scale"]), **({"class_prior": class_prior} if i else {})})
         recipe_levels.append(_level_recipe(runs, i, dest))
         i += 1
     if not levels:
@@ -132,10 +132,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--float16", action="store_true", help="store weights as float16 (half the size)")
     p.add_argument("--no-refine", action="store_true",
                    help="leave the refinement nets out (when `xcube eval vae --refine` shows they do not help)")
+    p.add_argument("--class-prior", type=float, default=0.0,
+                   help="nats added to the parent level's class in finer levels' semantic logits (0 = off)")
     args = p.parse_args(argv)
     try:
         out = assemble(args.runs, args.out, args.model_id, refine=not args.no_refine,
-                       dtype=torch.float16 if args.float16 else None)
+                       dtype=torch.float16 if args.float16 else None, class_prior=args.class_prior)
     except ModelLoadError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

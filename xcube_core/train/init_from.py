@@ -11,9 +11,11 @@ fresh (that is what distinguishes ``--init-from`` from ``--resume``).
 * a training run folder (its exported ``model/`` is used);
 * a model folder written by ``save_pretrained`` (``config.json`` + ``model.safetensors``).
 
-Tensors whose names and shapes match are copied (float16 storage is cast back to the model's dtype);
-the others keep their fresh initialisation, and the report says which. This lets a run widen one
-part of an architecture and keep the rest of what was learned.
+Tensors whose names and shapes match are copied (float16 storage is cast back to the model's dtype).
+A tensor that *grew* (every dimension at least the stored one, e.g. a convolution given extra input
+channels) gets the stored values in its leading block and zeros elsewhere, so a layer widened on
+its input side computes exactly what it did before. The others keep their fresh initialisation, and
+the report says which. This lets a run widen part of an architecture and keep what was learned.
 """
 
 from __future__ import annotations
@@ -40,11 +42,12 @@ class InitReport:
 
     source: pathlib.Path
     loaded: list[str]
+    grown: list[str]           # stored values copied into a larger tensor, zeros elsewhere
     reinitialised: list[str]   # in the model, absent or of another shape in the source
     unused: list[str]          # in the source, absent from the model
 
     def to_dict(self) -> dict:
-        return {"source": str(self.source), "loaded": len(self.loaded),
+        return {"source": str(self.source), "loaded": len(self.loaded), "grown": self.grown,
                 "reinitialised": self.reinitialised, "unused": self.unused}
 
 
@@ -88,23 +91,27 @@ def load_init_weights(model: torch.nn.Module, directory: pathlib.Path) -> InitRe
         raise ModelLoadError(f"{directory} holds a {meta.get('class')}, the task trains a {type(model).__name__}; "
                              "fix: pass the folder of the same kind of network")
     own = model.state_dict()
-    loaded, unused = [], []
+    loaded, grown, unused = [], [], []
     with safe_open(str(directory / _WEIGHTS), framework="pt") as fh:
         with torch.no_grad():
             for name in fh.keys():
                 if name not in own:
                     unused.append(name)
                     continue
-                tensor = fh.get_tensor(name)
-                if tuple(tensor.shape) != tuple(own[name].shape):
-                    continue
-                own[name].copy_(tensor.to(own[name].dtype))
-                loaded.append(name)
+                tensor = fh.get_tensor(name).to(own[name].dtype)
+                if tuple(tensor.shape) == tuple(own[name].shape):
+                    own[name].copy_(tensor)
+                    loaded.append(name)
+                elif tensor.dim() == own[name].dim() and all(a <= b for a, b in zip(tensor.shape, own[name].shape)):
+                    own[name].zero_()
+                    own[name][tuple(slice(0, n) for n in tensor.shape)] = tensor
+                    grown.append(name)
     if not loaded:
         raise ModelLoadError(f"no tensor of {directory / _WEIGHTS} fits {type(model).__name__} "
                              "(names or shapes all differ); fix: pass a model of the same architecture")
-    reinit = sorted(set(own) - set(loaded))
-    report = InitReport(directory, loaded, reinit, sorted(unused))
-    logger.info("--init-from %s: %d tensors loaded, %d re-initialised%s", directory, len(loaded), len(reinit),
+    reinit = sorted(set(own) - set(loaded) - set(grown))
+    report = InitReport(directory, loaded, grown, reinit, sorted(unused))
+    logger.info("--init-from %s: %d tensors loaded, %d grown %s, %d re-initialised%s", directory, len(loaded),
+                len(grown), grown, len(reinit),
                 f" ({', '.join(reinit[:6])}{', ...' if len(reinit) > 6 else ''})" if reinit else "")
     return report
