@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from xcube_core.errors import DataError
@@ -64,3 +65,22 @@ def test_a_task_without_val_split_trains_on_with_a_warning(tmp_path, toy, fast_c
     result = Trainer(task, fast_config(val_every=2), tmp_path / "r", **quiet).fit()
     assert result.step == 6 and _val_lines(tmp_path / "r") == []
     assert any("no validation loss" in r.message for r in caplog.records)
+
+
+def test_val_scalars_reach_tensorboard_and_the_cli_documents_the_options(tmp_path, toy, fast_config, capsys):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from xcube_core.cli import main
+
+    Trainer(toy(), fast_config(val_every=3), tmp_path / "tb", progress=False, tensorboard=True).fit()
+    events = EventAccumulator(str(tmp_path / "tb" / "tb"))
+    events.Reload()
+    tags = events.Tags()["scalars"]
+    assert {"train/loss", "val/loss", "val/mae"} <= set(tags)
+    assert [e.step for e in events.Scalars("val/loss")] == [3, 6]
+    val = _val_lines(tmp_path / "tb")
+    assert [e.value for e in events.Scalars("val/loss")] == pytest.approx([r["val_loss"] for r in val])
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = capsys.readouterr().out
+    assert "--val-every" in text and "--val-batches" in text and "--recipe" in text
