@@ -147,3 +147,21 @@ def test_assembled_folder_records_recipe_and_schedule(data4, recipe_file, tmp_pa
     assert (out / "level1" / "unet" / SCHEDULER_FILE).is_file()
     pipe = XCubePipeline.from_pretrained(out)
     assert pipe.levels[1].scheduler.prediction_type == "epsilon" and pipe.levels[0].scheduler.guidance_scale == 3.0
+
+
+def test_schedule_options_are_typed_and_reach_the_exported_model(data4, recipe_file, tmp_path):
+    vae_task = VAETask(0, data4, {"recipe": str(recipe_file)})
+    vae_task.export(vae_task.build_model(), tmp_path / "vae0")
+    opts = {"recipe": str(recipe_file), "vae_path": str(tmp_path / "vae0")}
+    task = DiffusionTask(0, data4, {**opts, "beta_start": "1e-4", "beta_end": 0.012, "num_train_timesteps": 500,
+                                    "sampler": "ddpm", "guidance_scale": 4})
+    assert task.schedule.num_train_timesteps == 500 and task.schedule.config.beta_end == 0.012
+    task.export(task.build_model(), tmp_path / "unet0")
+    saved = load_scheduler_config(tmp_path / "unet0")
+    assert (saved.sampler, saved.guidance_scale, saved.beta_start) == ("ddpm", 4.0, 1e-4)
+    assert task.config()["recipe"]["scheduler"]["num_train_timesteps"] == 500  # recorded: resume compares it
+    with pytest.raises(InvalidInputError, match="prediction_type"):
+        DiffusionTask(0, data4, {**opts, "prediction_type": "x0"})
+    with pytest.raises(InvalidInputError, match="num_train_timesteps"):
+        DiffusionTask(0, data4, {**opts, "num_train_timesteps": "many"})
+    assert "scheduler" not in VAETask(0, data4, {}).config()["recipe"]  # default: checkpoints resume as before

@@ -182,12 +182,24 @@ def crop_batch(grids: list[GridBatch], normals: list[torch.Tensor], sems: list[t
     return out_g, out_n, out_s
 
 
+def _as_float(value):
+    """``value`` as a float when it is an int or a numeric string (YAML 1.1 reads ``1e-4`` as text)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
 def _typed_replace(config, changes: dict):
     """``config`` with ``changes`` applied, each value checked against the field's default type
-    (an integer is accepted for a float field: ``-o guidance_scale=3``)."""
+    (an integer or a number YAML read as text is accepted for a float field: ``-o guidance_scale=3``,
+    ``-o beta_start=1e-4``)."""
     current = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
-    changes = {k: float(v) if isinstance(current.get(k), float) and isinstance(v, int) and not isinstance(v, bool)
-               else v for k, v in changes.items()}
+    changes = {k: _as_float(v) if isinstance(current.get(k), float) else v for k, v in changes.items()}
     merged = config_from_dict(type(config), {**config_to_dict(config), **changes})
     for key in changes:
         old, new = getattr(config, key), getattr(merged, key)
