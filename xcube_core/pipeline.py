@@ -24,9 +24,9 @@ from xcube_core.classes import CLASS_NAMES
 from xcube_core.errors import CancelledError, InvalidInputError, ModelLoadError
 from xcube_core.level import Level
 from xcube_core.models.base import atomic_write_text
-from xcube_core.models.refine import RefineConfig, RefineNet
-from xcube_core.models.unet import SparseUNet, UNetConfig
-from xcube_core.models.vae import SparseStructureVAE, VAEConfig
+from xcube_core.models.refine import RefineNet
+from xcube_core.models.unet import SparseUNet
+from xcube_core.models.vae import SparseStructureVAE
 from xcube_core.nn import PlanCache
 from xcube_core.sparse import GridBatch
 
@@ -136,18 +136,10 @@ class XCubePipeline:
 
     @classmethod
     def tiny(cls, seed: int = 0, device: str | torch.device = "cpu") -> "XCubePipeline":
-        """A random-weight two-level model (16 m scene, 2 m and 1 m voxels) for fast tests."""
-        from xcube_core.models.text import HashTextEncoder
+        """A random-weight two-level model for fast tests (see `xcube_core.testing.tiny_pipeline`)."""
+        from xcube_core.testing import tiny_pipeline
 
-        torch_state = torch.random.get_rng_state()
-        try:
-            torch.manual_seed(seed)  # restored below: the library never leaves the global RNG changed
-            text = HashTextEncoder(dim=32)
-            levels = [_tiny_level((8, 8, 4), 2.0, dense=True, cond=False, ctx=text.dim),
-                      _tiny_level((16, 16, 8), 1.0, dense=False, cond=True, ctx=text.dim)]
-        finally:
-            torch.random.set_rng_state(torch_state)
-        return cls(levels, text, f"tiny-{seed}", CLASS_NAMES, device)
+        return tiny_pipeline(seed, device)
 
     # --- generation ---------------------------------------------------------------------------
     def validate(self, prompt: str, steps: int, guidance: float, num_levels: int | None,
@@ -222,14 +214,10 @@ class XCubePipeline:
             lat_grid = lv.vae.latent_grid_for(proto, shape)
             cond_n = cond_s = None
         else:
-            lat_grid = prev_grid = prev.grid(self.device)
-            # attributes of the coarser level, in the grid's voxel order
-            order = prev_grid.ijk_to_index(prev.ijk.to(self.device))
-            cond_n = torch.zeros(prev_grid.total_voxels, 3, device=self.device)
-            cond_n[order] = prev.normals.to(self.device).float()
-            cond_s = torch.full((prev_grid.total_voxels,), -1, dtype=torch.long, device=self.device)
-            if prev.semantics is not None:
-                cond_s[order] = prev.semantics.to(self.device).long()
+            lat_grid, cond_n, cond_s = prev.grid_attributes(self.device)  # the coarser level, in grid order
+            prev_grid = lat_grid
+            if cond_s is None:
+                cond_s = torch.full((lat_grid.total_voxels,), -1, dtype=torch.long, device=self.device)
         if lat_grid.total_voxels == 0:
             raise InvalidInputError(f"level {i - 1} came out empty, so level {i} has nothing to refine; "
                                     "try another seed or prompt")
@@ -298,47 +286,10 @@ def check_condition(condition: Level, shape: tuple[int, int, int], voxel_size: f
                                 f"[0, {list(shape)}) at the coarsest resolution")
 
 
-def estimate_normals(grid: GridBatch) -> torch.Tensor:
-    """Outward normals of an occupancy grid from the 6-neighbour gradient. Returns (N, 3) unit."""
-    ijk = grid.ijk.jdata.long()
-    n = torch.zeros(ijk.shape[0], 3)
-    for axis in range(3):
-        d = torch.zeros(3, dtype=torch.long)
-        d[axis] = 1
-        plus = (grid.ijk_to_index(grid.ijk.jagged_like(ijk + d)).jdata >= 0).float()
-        minus = (grid.ijk_to_index(grid.ijk.jagged_like(ijk - d)).jdata >= 0).float()
-        n[:, axis] = minus - plus  # points from occupied to empty
-    up = torch.tensor([0.0, 0.0, 1.0])
-    n = torch.where(n.norm(dim=1, keepdim=True) > 0, n, up)
-    return torch.nn.functional.normalize(n, dim=1)
-
-
 def _condition_level(condition: Level, class_names) -> Level:
-    grid = condition.grid()
-    order = grid.ijk_to_index(condition.ijk)
-    normals = condition.normals
-    if normals is None:
-        est = estimate_normals(grid)
-        normals = est[order]
+    normals = condition.normals if condition.normals is not None else condition.occupancy_normals()
     sem = condition.semantics
     return Level(index=0, ijk=condition.ijk.to(torch.int32), voxel_size=float(condition.voxel_size),
                  origin=condition.origin, normals=normals.float(),
                  semantics=None if sem is None else sem.long(), class_names=class_names,
                  metadata={"source": "condition"})
-
-
-def _tiny_level(shape, voxel_size, dense, cond, ctx) -> LevelModels:
-    channels = (8, 8, 16) if dense else (8, 16)  # level 1's latent lives on level 0's grid (2x coarser)
-    vae = SparseStructureVAE(VAEConfig(grid_shape=shape, voxel_size=voxel_size, channels=channels,
-                                       latent_channels=4, dense_latent=dense, sem_embed_dim=4))
-    latent_shape = vae.config.latent_shape
-    unet = SparseUNet(UNetConfig(latent_channels=4, grid_shape=latent_shape, cond_normals=cond,
-                                 cond_classes=len(CLASS_NAMES) if cond else 0, sem_embed_dim=4, pos_freqs=2,
-                                 model_channels=8, channel_mult=(1, 2), cross_attention_levels=(1,),
-                                 context_dim=ctx, heads=2))
-    # Untrained keep heads would drop everything or nothing; bias them so tiny scenes are non-trivial.
-    for head in vae.keep_heads:
-        torch.nn.init.constant_(head.bias, 1.0)
-    refine = RefineNet(RefineConfig(channels=8, blocks=1, sem_embed_dim=4, voxel_size=voxel_size))
-    torch.nn.init.constant_(refine.keep.bias, 2.0)
-    return LevelModels(vae, unet, refine, latent_scale=1.0)

@@ -7,7 +7,9 @@ import os
 import numpy as np
 import pytest
 
-bpy = pytest.importorskip("bpy")
+from tests.deps import require
+
+bpy = require("bpy")
 
 from addon_support import ADDON_MODULE, ScenePipeline  # noqa: E402
 

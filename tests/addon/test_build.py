@@ -13,9 +13,11 @@ import zipfile
 
 import pytest
 
+from tests.deps import require
+
 from xcube_core.cli import addon as addon_cli
 
-pytest.importorskip("bpy")
+require("bpy")
 
 
 def test_zip_layout_and_manifest_pass_blenders_validation(addon_zip):

@@ -10,6 +10,8 @@ import sys
 
 import numpy as np
 import pytest
+
+from tests.deps import require
 from fake_pipeline import FakePipeline
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -17,7 +19,7 @@ ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 
 
 def test_regenerating_the_stubs_yields_the_committed_files():
-    pytest.importorskip("grpc_tools")
+    require("grpc_tools")
     sys.path.insert(0, str(ROOT / "scripts"))
     try:
         import gen_proto
