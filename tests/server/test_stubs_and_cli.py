@@ -132,13 +132,11 @@ def _start_cli_server(args):
     raise AssertionError("server did not start:\n" + "".join(lines))
 
 
-def test_python_m_server_tiny_end_to_end(model_pipeline):
+def test_python_m_server_tiny_end_to_end():
     import signal
 
     from xcube_client import XCubeClient
 
-    if isinstance(model_pipeline, FakePipeline):
-        pytest.skip("XCubePipeline.tiny() has not landed")
     proc, port = _start_cli_server(["--cpu", "--tiny", "--port", "0", "--max-queue", "2", "--threads", "1"])
     try:
         client = XCubeClient(f"127.0.0.1:{port}")
