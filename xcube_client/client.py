@@ -27,6 +27,7 @@ from xcube_client._proto import xcube_pb2_grpc as pb_grpc
 from xcube_client.errors import (
     GenerationCancelledError,
     IntegrityError,
+    InvalidAddressError,
     ServerError,
     ServerUnavailableError,
     XCubeClientError,
@@ -54,15 +55,16 @@ def parse_address(address: str) -> str:
     """Validate ``host:port`` (IPv6 as ``[::1]:50051``); returns it stripped.
 
     Raises:
-        ValueError: for URLs (``http://...``), a missing or non-numeric port, or an empty host.
+        InvalidAddressError: (a ValueError) for URLs (``http://...``), a missing or non-numeric port,
+            or an empty host.
     """
     text = str(address).strip()
     if "://" in text:
         rest = text.split("://", 1)[1].rstrip("/")
-        raise ValueError(f"server address must be host:port, not a URL: got {address!r}; try {rest!r}")
+        raise InvalidAddressError(f"server address must be host:port, not a URL: got {address!r}; try {rest!r}")
     host, sep, port = text.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"server address must be host:port with a port in 1..65535, e.g. {DEFAULT_ADDRESS!r}; "
+        raise InvalidAddressError(f"server address must be host:port with a port in 1..65535, e.g. {DEFAULT_ADDRESS!r}; "
                          f"got {address!r}")
     return text
 
