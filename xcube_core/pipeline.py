@@ -24,6 +24,7 @@ from xcube_core.classes import CLASS_NAMES
 from xcube_core.errors import CancelledError, InvalidInputError, ModelLoadError
 from xcube_core.level import Level
 from xcube_core.models.base import atomic_write_text
+from xcube_core.models.decode_budget import decode_voxel_budget
 from xcube_core.models.refine import RefineNet
 from xcube_core.models.unet import SparseUNet
 from xcube_core.models.vae import SparseStructureVAE
@@ -41,6 +42,18 @@ DEFAULT_MODEL_DIR = pathlib.Path(__file__).parent / "assets" / "default_model"
 ProgressCallback = Callable[[int, int, int], None]
 
 
+@dataclasses.dataclass(frozen=True)
+class LevelSettings:
+    """The per-request settings every level of one `XCubePipeline.generate` call uses."""
+
+    steps: int
+    guidance: float
+    eta: float = 0.0
+    scale: int = 1
+    callback: "ProgressCallback | None" = None
+    cancel: threading.Event | None = None
+
+
 @dataclasses.dataclass
 class LevelModels:
     """The networks of one level and the latent scale measured on training data."""
@@ -56,7 +69,7 @@ class XCubePipeline:
 
     def __init__(self, levels: list[LevelModels], text_encoder, model_id: str,
                  class_names: tuple[str, ...] = CLASS_NAMES, device: str | torch.device = "cpu",
-                 precision: str = "auto") -> None:
+                 precision: str = "auto", max_voxel_fraction: float | None = None) -> None:
         if not levels:
             raise ModelLoadError("a pipeline needs at least one level")
         self.levels = levels
@@ -65,6 +78,9 @@ class XCubePipeline:
         self.class_names = tuple(class_names)
         self.device = torch.device(device)
         self.precision = precision
+        if max_voxel_fraction is not None and not 0.0 < float(max_voxel_fraction) <= 1.0:
+            raise ModelLoadError(f"max_voxel_fraction must be in (0, 1], got {max_voxel_fraction!r}")
+        self.max_voxel_fraction = max_voxel_fraction  # optional cap: this share of each level's dense box
         for i in range(1, len(levels)):
             cfg, prev = levels[i].vae.config, levels[i - 1].vae.config
             if cfg.dense_latent or abs(cfg.voxel_size * 2 ** cfg.num_down - prev.voxel_size) > 1e-9:
@@ -117,7 +133,7 @@ class XCubePipeline:
                                       float(lv["latent_scale"])))
         text = build_text_encoder(meta["text_encoder"])
         return cls(levels, text, meta.get("model_id", root.name), tuple(meta.get("class_names", CLASS_NAMES)),
-                   device, precision)
+                   device, precision, max_voxel_fraction=meta.get("max_voxel_fraction"))
 
     def save_pretrained(self, path: str | pathlib.Path) -> pathlib.Path:
         root = pathlib.Path(path)
@@ -131,6 +147,8 @@ class XCubePipeline:
                 "text_encoder": self.text_encoder.config(),
                 "levels": [{"latent_scale": lv.latent_scale, "voxel_size": lv.vae.config.voxel_size}
                            for lv in self.levels]}
+        if self.max_voxel_fraction is not None:
+            meta["max_voxel_fraction"] = self.max_voxel_fraction
         atomic_write_text(root / PIPELINE_FILE, json.dumps(meta, indent=2) + "\n")
         return root
 
@@ -187,14 +205,14 @@ class XCubePipeline:
         text = self.text_encoder.encode([prompt, ""])
         meta = {"prompt": prompt, "seed": int(seed), "model_id": self.model_id, "steps": steps,
                 "guidance": float(guidance), "scale": scale}
+        settings = LevelSettings(steps, float(guidance), eta, scale, callback, cancel)
         prev: Level | None = None
         for i in range(n):
             t0 = time.perf_counter()
             if i == 0 and condition is not None:
                 level = _condition_level(condition, self.class_names)
             else:
-                level = self._generate_level(i, prev, text, gen, steps, float(guidance), eta, callback, cancel,
-                                             scale)
+                level = self._generate_level(i, prev, text, gen, settings)
             level.seconds = time.perf_counter() - t0
             level.metadata = {**meta, **level.metadata, "level": i}
             logger.info("level %d: %d voxels at %.3g m in %.2f s", i, level.num_voxels, level.voxel_size,
@@ -202,17 +220,16 @@ class XCubePipeline:
             yield level
             prev = level
 
-    def _generate_level(self, i, prev, text, gen, steps, guidance, eta, callback, cancel, scale=1) -> Level:
-        from xcube_core.diffusion.ddim import DDIMScheduler
-        from xcube_core.diffusion.guidance import guide_doubled
-
+    def _generate_level(self, i: int, prev: Level | None, text, gen: torch.Generator,
+                        settings: "LevelSettings") -> Level:
+        """Denoise level ``i``'s latent (on ``prev``'s grid beyond level 0), decode and refine it."""
         lv = self.levels[i]
         vcfg = lv.vae.config
-        shape = (vcfg.grid_shape[0] * scale, vcfg.grid_shape[1] * scale, vcfg.grid_shape[2])
+        shape = (vcfg.grid_shape[0] * settings.scale, vcfg.grid_shape[1] * settings.scale, vcfg.grid_shape[2])
+        cond_n = cond_s = prev_grid = None
         if i == 0:
             proto = GridBatch.from_ijk(torch.zeros(1, 3, dtype=torch.int64, device=self.device), vcfg.voxel_size)
             lat_grid = lv.vae.latent_grid_for(proto, shape)
-            cond_n = cond_s = None
         else:
             lat_grid, cond_n, cond_s = prev.grid_attributes(self.device)  # the coarser level, in grid order
             prev_grid = lat_grid
@@ -221,36 +238,59 @@ class XCubePipeline:
         if lat_grid.total_voxels == 0:
             raise InvalidInputError(f"level {i - 1} came out empty, so level {i} has nothing to refine; "
                                     "try another seed or prompt")
+        with self._autocast():
+            x = self._denoise(i, lat_grid, text, gen, settings, cond_n, cond_s)
+            return self._decode(i, x, lat_grid, prev_grid, shape)
+
+    def _denoise(self, i, lat_grid: GridBatch, text, gen, settings: "LevelSettings", cond_n, cond_s) -> torch.Tensor:
+        """DDIM with classifier-free guidance on ``lat_grid``. Returns the latent (N_lat, C_lat)."""
+        from xcube_core.diffusion.ddim import DDIMScheduler
+        from xcube_core.diffusion.guidance import guide_doubled
+
+        lv = self.levels[i]
         sched = DDIMScheduler()
-        sched.set_timesteps(steps)
+        sched.set_timesteps(settings.steps)
         x = torch.randn(lat_grid.total_voxels, lv.unet.config.latent_channels, generator=gen).to(self.device)
         grid2 = GridBatch.cat([lat_grid, lat_grid])
         plans = PlanCache()  # same grid at every step: kernel maps are built once per level
-        tokens, mask, pooled = text.tokens, text.mask, text.pooled
-        with self._autocast():
-            for k, t in enumerate(sched.timesteps):
-                if cancel is not None and cancel.is_set():
-                    raise CancelledError(f"cancelled at level {i}, step {k}/{steps}")
-                tt = torch.full((2,), int(t), dtype=torch.long, device=self.device)
-                out = lv.unet(torch.cat([x, x]), grid2, tt, tokens, mask, pooled, _twice(cond_n), _twice(cond_s),
-                              plans=plans)
-                v = guide_doubled(out.float(), guidance)
-                x = sched.step(v, t, x, eta=eta, generator=gen)
-                if callback is not None:
-                    callback(i, k + 1, steps)
-            dec = lv.vae.decode(x / lv.latent_scale, lat_grid, max_voxels=_voxel_budget(shape), grid_shape=shape)
-            grid, normals, sem = dec.grid, dec.normals, dec.semantics
-            if lv.refine is not None and grid.total_voxels:
-                ref = lv.refine(grid, normals, sem, bounds=shape)
-                grid, normals, sem = ref.grid, ref.normals, ref.semantics
-            if i > 0:  # the hierarchy nests: keep only voxels inside the coarser level's voxels
-                parents = torch.div(grid.ijk.jdata.long(), 2 ** vcfg.num_down, rounding_mode="floor")
-                inside = prev_grid.coords_in_grid(parents)
-                grid, normals = grid.pruned_grid(inside), normals[inside]
-                sem = None if sem is None else sem[inside]
+        for k, t in enumerate(sched.timesteps):
+            if settings.cancel is not None and settings.cancel.is_set():
+                raise CancelledError(f"cancelled at level {i}, step {k}/{settings.steps}")
+            tt = torch.full((2,), int(t), dtype=torch.long, device=self.device)
+            out = lv.unet(torch.cat([x, x]), grid2, tt, text.tokens, text.mask, text.pooled, _twice(cond_n),
+                          _twice(cond_s), plans=plans)
+            x = sched.step(guide_doubled(out.float(), settings.guidance), t, x, eta=settings.eta, generator=gen)
+            if settings.callback is not None:
+                settings.callback(i, k + 1, settings.steps)
+        return x
+
+    def _decode(self, i, x, lat_grid: GridBatch, prev_grid: GridBatch | None, shape) -> Level:
+        """VAE decode within the device's memory budget, refinement, and nesting in the coarser level."""
+        lv = self.levels[i]
+        vcfg = lv.vae.config
+        budget = decode_voxel_budget(vcfg.channels[0], self.device)
+        if self.max_voxel_fraction is not None:
+            budget = budget.capped(int(shape[0] * shape[1] * shape[2] * self.max_voxel_fraction), "max_voxel_fraction")
+        dec = lv.vae.decode(x / lv.latent_scale, lat_grid, max_voxels=budget.max_voxels, grid_shape=shape)
+        grid, normals, sem = dec.grid, dec.normals, dec.semantics
+        metadata = {}
+        if dec.budget_dropped:
+            metadata["voxel_budget"] = budget.as_metadata(grid.total_voxels, dec.budget_dropped)
+            logger.warning("level %d: the decoder wanted %d more voxels than its budget of %d (set by %s; "
+                           "%.1f GiB free); kept those with the highest keep logits", i, dec.budget_dropped,
+                           budget.max_voxels, budget.source, budget.free_bytes / 2**30)
+        if lv.refine is not None and grid.total_voxels:
+            ref = lv.refine(grid, normals, sem, bounds=shape)
+            grid, normals, sem = ref.grid, ref.normals, ref.semantics
+        if prev_grid is not None:  # the hierarchy nests: keep only voxels inside the coarser level's voxels
+            parents = torch.div(grid.ijk.jdata.long(), 2 ** vcfg.num_down, rounding_mode="floor")
+            inside = prev_grid.coords_in_grid(parents)
+            grid, normals = grid.pruned_grid(inside), normals[inside]
+            sem = None if sem is None else sem[inside]
         return Level(index=i, ijk=grid.ijk.jdata.cpu(), voxel_size=float(vcfg.voxel_size),
                      origin=tuple(grid.origins[0].tolist()), normals=normals.float().cpu(),
-                     semantics=None if sem is None else sem.cpu(), class_names=self.class_names)
+                     semantics=None if sem is None else sem.cpu(), class_names=self.class_names,
+                     metadata=metadata)
 
     def _autocast(self):
         from xcube_core.precision import autocast_context
@@ -261,13 +301,6 @@ class XCubePipeline:
 def _twice(a: torch.Tensor | None) -> torch.Tensor | None:
     """Rows repeated for the conditional and unconditional halves of a guided batch."""
     return None if a is None else torch.cat([a, a])
-
-
-def _voxel_budget(shape: tuple[int, int, int]) -> int:
-    """Upper bound on voxels at a level's resolution: a quarter of its dense box (memory safety;
-    surface scenes use a few percent)."""
-    x, y, z = shape
-    return max(1, (x * y * z) // 4)
 
 
 def check_condition(condition: Level, shape: tuple[int, int, int], voxel_size: float) -> None:
