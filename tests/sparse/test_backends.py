@@ -13,6 +13,7 @@ import torch
 from xcube_core.sparse import ConvolutionPlan, GridBatch, JaggedTensor, kernel_offsets
 from xcube_core.sparse.backends import available_backends, conv_backend_for
 from xcube_core.sparse.backends import fvdb as fvdb_backend
+from xcube_core.compat.thread_pinning import one_thread_hooks
 from xcube_core.sparse.ops import conv as conv_ops
 from tests.sparse.helpers import random_grid
 
@@ -87,7 +88,7 @@ def test_tiled_forward_and_backward_match_naive(tile, generator):
         assert conv_ops._backward(x, w, g, plan, (False, True), tile)[0] is None
 
 
-@pytest.mark.skipif(conv_ops._one_thread_hooks() is None, reason="needs GNU OpenMP + MKL (Linux torch wheels)")
+@pytest.mark.skipif(one_thread_hooks() is None, reason="needs GNU OpenMP + MKL (Linux torch wheels)")
 @pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
 def test_tiles_on_worker_threads_match_naive(dtype, generator):
     threads = torch.get_num_threads()
@@ -111,7 +112,7 @@ def test_tiles_on_worker_threads_match_naive(dtype, generator):
     assert torch.get_num_threads() == threads  # workers pin themselves, not the process
 
 
-@pytest.mark.skipif(conv_ops._one_thread_hooks() is None, reason="needs GNU OpenMP + MKL (Linux torch wheels)")
+@pytest.mark.skipif(one_thread_hooks() is None, reason="needs GNU OpenMP + MKL (Linux torch wheels)")
 def test_kernel_map_on_worker_threads_equals_single_thread(generator):
     grid = GridBatch.from_ijk(torch.randint(0, 60, (90_000, 3), generator=generator))
     threads = torch.get_num_threads()
