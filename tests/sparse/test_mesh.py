@@ -19,11 +19,11 @@ def _soup(tris: np.ndarray, device):
 
 def test_from_mesh_equals_exact_clipping_on_random_triangles(device):
     rng = np.random.default_rng(5)
-    tris = rng.uniform(0.3, 9.7, size=(16, 3, 3))
-    for voxel in (1.0, 0.5):  # corners on multiples of the voxel: origin = half a voxel
-        grid = GridBatch.from_mesh(*_soup(tris, device), voxel_sizes=voxel, origins=voxel / 2)
+    tris = rng.uniform(0.3, 6.7, size=(12, 3, 3))
+    for voxel, some in ((1.0, tris), (0.5, tris[:4])):  # corners on multiples of the voxel: origin = half
+        grid = GridBatch.from_mesh(*_soup(some, device), voxel_sizes=voxel, origins=voxel / 2)
         assert grid.device == device
-        assert ijk_set(grid, 0) == clip_reference(tris, voxel, (100, 100, 100))
+        assert ijk_set(grid, 0) == clip_reference(some, voxel, (100, 100, 100))
 
 
 def test_voxels_the_surface_only_clips_are_active(device):
