@@ -34,6 +34,21 @@ def test_levels_arrive_in_order_and_nest(pipe):
         assert lv.origin == (lv.voxel_size / 2,) * 3
 
 
+def test_generates_a_nested_scene_on_every_device(device):
+    """The same tiny model on each device: CPU levels out, in order, nested, inside the box, and a
+    layout condition (occupancy normals on the device's grid) accepted."""
+    tiny = XCubePipeline.tiny(seed=0, device=device)
+    coarse, fine = tiny.generate("a quiet street", seed=1, steps=2)
+    for lv, shape in zip((coarse, fine), [(8, 8, 4), (16, 16, 8)]):
+        assert lv.ijk.device.type == "cpu" and lv.normals.device.type == "cpu" and lv.num_voxels > 0
+        assert bool((lv.ijk >= 0).all()) and bool((lv.ijk < torch.tensor(shape)).all())
+    parents = torch.div(fine.ijk.long(), 2, rounding_mode="floor")
+    assert bool(coarse.grid().coords_in_grid(parents).all())
+    layout = Level(index=0, ijk=torch.tensor([[x, y, 0] for x in range(8) for y in range(8)]), voxel_size=2.0)
+    levels = list(tiny.generate("a plaza", seed=2, steps=2, condition=layout))
+    assert levels[0].num_voxels == 64 and levels[1].num_voxels > 0
+
+
 def test_same_seed_same_scene_other_seed_other_scene(pipe):
     a = [lv.ijk for lv in pipe.generate("a park", seed=5, steps=2)]
     b = [lv.ijk for lv in pipe.generate("a park", seed=5, steps=2)]
