@@ -98,34 +98,25 @@ class _FakePlan:
         return plan
 
     def execute(self, data, weights):
-        if self.transposed:
-            return self._execute_transposed(data, weights)
+        """Forward: output v reads input v * stride + t - lo through tap t. Transposed: input v scatters
+        to v * stride + t - lo through the MIRRORED tap (K-1-t), a transposed kernel oriented the other
+        way from ours, so the adapter must detect and flip it."""
         x = data.jdata
         out = x.new_zeros(self.dst.total_voxels, weights.shape[0])
-        s0, d0 = self.src.joffsets.tolist(), self.dst.joffsets.tolist()
+        scan, look = (self.src, self.dst) if self.transposed else (self.dst, self.src)
+        s0, l0 = scan.joffsets.tolist(), look.joffsets.tolist()
         for b in range(self.dst.grid_count):
-            rows = {tuple(v): s0[b] + r for r, v in enumerate(self.src._items[b].tolist())}
-            for o, v in enumerate(self.dst._items[b].tolist()):
+            rows = {tuple(v): l0[b] + r for r, v in enumerate(look._items[b].tolist())}
+            for q, v in enumerate(scan._items[b].tolist()):
                 for a in itertools.product(*(range(k) for k in self.ks)):
-                    src = tuple(c * self.stride + t - (k - 1) // 2 for c, t, k in zip(v, a, self.ks))
-                    if src in rows:
-                        out[d0[b] + o] += x[rows[src]] @ weights[:, :, a[0], a[1], a[2]].t()
-        return _FakeJagged.from_data_and_offsets(out, self.dst.joffsets)
-
-    def _execute_transposed(self, data, weights):
-        """Input voxel v scatters to v * stride + t - lo through the MIRRORED tap (K-1-a): a transposed
-        kernel oriented the other way from ours, so the adapter must detect and flip it."""
-        x = data.jdata
-        out = x.new_zeros(self.dst.total_voxels, weights.shape[0])
-        s0, d0 = self.src.joffsets.tolist(), self.dst.joffsets.tolist()
-        for b in range(self.dst.grid_count):
-            rows = {tuple(v): d0[b] + r for r, v in enumerate(self.dst._items[b].tolist())}
-            for i, v in enumerate(self.src._items[b].tolist()):
-                for a in itertools.product(*(range(k) for k in self.ks)):
-                    dst = tuple(c * self.stride + t - (k - 1) // 2 for c, t, k in zip(v, a, self.ks))
-                    m = tuple(k - 1 - t for t, k in zip(a, self.ks))
-                    if dst in rows:
-                        out[rows[dst]] += x[s0[b] + i] @ weights[:, :, m[0], m[1], m[2]].t()
+                    hit = rows.get(tuple(c * self.stride + t - (k - 1) // 2 for c, t, k in zip(v, a, self.ks)))
+                    if hit is None:
+                        continue
+                    if self.transposed:
+                        m = tuple(k - 1 - t for t, k in zip(a, self.ks))
+                        out[hit] += x[s0[b] + q] @ weights[:, :, m[0], m[1], m[2]].t()
+                    else:
+                        out[s0[b] + q] += x[hit] @ weights[:, :, a[0], a[1], a[2]].t()
         return _FakeJagged.from_data_and_offsets(out, self.dst.joffsets)
 
 
