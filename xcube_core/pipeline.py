@@ -276,9 +276,11 @@ class XCubePipeline:
         metadata = {}
         if dec.budget_dropped:
             metadata["voxel_budget"] = budget.as_metadata(grid.total_voxels, dec.budget_dropped)
-            logger.warning("level %d: the decoder wanted %d more voxels than its budget of %d (set by %s; "
-                           "%.1f GiB free); kept those with the highest keep logits", i, dec.budget_dropped,
-                           budget.max_voxels, budget.source, budget.free_bytes / 2**30)
+            by_model = budget.source == "max_voxel_fraction"  # the model's own cap: by design, not memory
+            logger.log(logging.INFO if by_model else logging.WARNING,
+                       "level %d: the decoder wanted %d more voxels than its budget of %d (set by %s; "
+                       "%.1f GiB free); kept those with the highest keep logits", i, dec.budget_dropped,
+                       budget.max_voxels, budget.source, budget.free_bytes / 2**30)
         if lv.refine is not None and grid.total_voxels:
             ref = lv.refine(grid, normals, sem, bounds=shape)
             grid, normals, sem = ref.grid, ref.normals, ref.semantics
