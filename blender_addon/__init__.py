@@ -26,6 +26,7 @@ def register():
         bpy.utils.register_class(cls)
     bpy.types.Scene.xcube = bpy.props.PointerProperty(type=properties.XCUBE_PG_settings)
     bpy.app.handlers.load_post.append(handlers.on_load_post)
+    jobs.install_handler(handlers.handle, handlers.handle_internal_error)
 
 
 def unregister():
@@ -33,6 +34,7 @@ def unregister():
     if handlers.on_load_post in bpy.app.handlers.load_post:
         bpy.app.handlers.load_post.remove(handlers.on_load_post)
     jobs.stop_timer()
+    jobs.install_handler(None)
     handlers.set_status_bar(None)
     del bpy.types.Scene.xcube
     for cls in reversed(classes):

@@ -5,6 +5,10 @@ event objects on one queue. Only the main thread touches ``bpy``: it drains that
 ``bpy.app.timers`` callback, and tests (timers do not fire while a background script blocks) call
 ``drain_events`` / ``wait_for_jobs`` themselves. No ``context`` and no ``bpy`` data ever reach a
 thread; a job gets a frozen ``JobConfig`` of plain values.
+
+This queue knows nothing of networking or of the UI: each `Job` gets the function that describes
+its failures (``net.describe_error``), and the add-on's ``register`` installs the function that
+applies events on the main thread (``handlers.handle``) with `install_handler`.
 """
 
 from __future__ import annotations
@@ -56,6 +60,11 @@ class Event:
     data: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
+ErrorDescriber = Callable[[BaseException, JobConfig, int], "tuple[str, str]"]
+EventHandler = Callable[[Event], None]
+FailureHandler = Callable[[Event, Exception], None]
+
+
 class Job:
     """One unit of network work on its own daemon thread.
 
@@ -63,12 +72,16 @@ class Job:
         config: the frozen inputs.
         run: ``run(config, job) -> Iterator[Event]``; it runs on the worker thread, must check
             ``job.cancelled`` and may register a cancel hook with ``job.on_cancel``.
+        describe_error: ``describe_error(exc, config, levels_received) -> (code, message)`` for a
+            failure of ``run``; the result is posted as an "error" event.
     """
 
-    def __init__(self, config: JobConfig, run: Callable[[JobConfig, "Job"], Iterator[Event]]) -> None:
+    def __init__(self, config: JobConfig, run: Callable[[JobConfig, "Job"], Iterator[Event]],
+                 describe_error: ErrorDescriber) -> None:
         self.id = uuid.uuid4().hex[:12]
         self.config = config
         self._run_fn = run
+        self._describe_error = describe_error
         self._cancel = threading.Event()
         self._cancel_hooks: list[Callable[[], None]] = []
         self._lock = threading.Lock()
@@ -105,9 +118,10 @@ class Job:
             for event in self._run_fn(self.config, self):
                 _EVENTS.put(event)
         except BaseException as exc:  # noqa: BLE001 - nothing may escape a worker thread
-            from . import net
-
-            code, message = net.describe_error(exc, self.config, self.state.get("levels", 0))
+            try:
+                code, message = self._describe_error(exc, self.config, self.state.get("levels", 0))
+            except Exception as inner:  # noqa: BLE001 - a broken describer must still end the job
+                code, message = "INTERNAL", f"Unexpected error: {exc!r} (describing it failed: {inner!r})"
             log.warning("xcube job %s failed: %s (%s)", self.id, message, code)
             self.post("error", code=code, message=message, kind=self.config.kind)
         finally:
@@ -124,6 +138,18 @@ def _safe_call(fn: Callable[[], None]) -> None:
 
 _EVENTS: "queue.Queue[Event]" = queue.Queue()
 _JOBS: dict[str, Job] = {}
+_HANDLER: "tuple[EventHandler, FailureHandler] | None" = None
+
+
+def install_handler(handle: EventHandler | None, on_failure: FailureHandler | None = None) -> None:
+    """Sets what applies events on the main thread (``None`` removes it, e.g. on unregister).
+
+    Args:
+        handle: ``handle(event)`` applies one event to Blender data.
+        on_failure: ``on_failure(event, exc)`` when ``handle`` raised (the job is shown as failed).
+    """
+    global _HANDLER
+    _HANDLER = None if handle is None else (handle, on_failure or (lambda event, exc: None))
 
 
 def start(job: Job) -> Job:
@@ -155,10 +181,14 @@ def drain_events(max_events: int | None = None) -> int:
     """Applies queued worker events on the main thread; returns how many were applied.
 
     Public so that tests and scripts in background mode (where timers never fire) can pump the queue.
-    Never raises: a failing handler is logged and shown as the job's error.
-    """
-    from . import handlers
+    Never raises for a failing handler (it is logged and shown as the job's error).
 
+    Raises:
+        RuntimeError: no handler is installed (the add-on is not registered).
+    """
+    if _HANDLER is None:
+        raise RuntimeError("no event handler installed: register the add-on (jobs.install_handler) first")
+    handle, on_failure = _HANDLER
     count = 0
     while max_events is None or count < max_events:
         try:
@@ -169,10 +199,10 @@ def drain_events(max_events: int | None = None) -> int:
         if event.kind == "done":
             _JOBS.pop(event.job_id, None)
         try:
-            handlers.handle(event)
+            handle(event)
         except Exception as exc:  # noqa: BLE001 - Blender must keep working
             log.exception("xcube: applying %s failed", event.kind)
-            handlers.handle_internal_error(event, exc)
+            on_failure(event, exc)
     return count
 
 

@@ -143,6 +143,10 @@ def _read_mesh(config: JobConfig, job: Job, level):
         return None
 
 
+class LayoutError(ValueError):
+    """The selected meshes cannot serve as a layout (outside the scene box, too many voxels)."""
+
+
 class _Condition:
     def __init__(self, grid, num_voxels: int) -> None:
         self.grid = grid
@@ -159,13 +163,13 @@ def _condition_from_triangles(info, config: JobConfig) -> _Condition:
                                       fill=config.condition_fill)
     if len(ijk) == 0:
         x, y, z = (s * voxel for s in info.coarse_shape)
-        raise ValueError(
+        raise LayoutError(
             f"the selected meshes lie outside the scene box [0, {x:g}] x [0, {y:g}] x [0, {z:g}] m; "
             "move them inside it (ground at Z = 0) and try again"
         )
     limit = int(info.limits.get("max_condition_voxels", 0) or 0)
     if limit and len(ijk) > limit:
-        raise ValueError(f"the layout has {len(ijk)} coarse voxels, the server accepts at most {limit}; "
+        raise LayoutError(f"the layout has {len(ijk)} coarse voxels, the server accepts at most {limit}; "
                          "select fewer or smaller meshes")
     types = sys.modules["xcube_client.types"]
     return _Condition(types.ConditionGrid(ijk=ijk, voxel_size=voxel), len(ijk))
@@ -188,11 +192,17 @@ _HINTS = {
 
 
 def describe_error(exc: BaseException, config: JobConfig, levels_received: int = 0) -> tuple[str, str]:
-    """Turns any worker failure into ``(code, message)``: what happened and what to do about it."""
+    """Turns any worker failure into ``(code, message)``: what happened and what to do about it.
+
+    Errors are mapped by type (as the server maps its errors to status codes), never by their text:
+    the client's errors by their ``code``, `LayoutError` to LAYOUT, anything else unexpected to INTERNAL.
+    """
     errors = sys.modules.get("xcube_client.errors")
     if errors is not None and isinstance(exc, errors.XCubeClientError):
         code = exc.code
         what = str(exc)
+        if code == "ADDRESS":
+            return code, f"Invalid server address: {what}. {_HINTS['ADDRESS']}."
         if code == "UNAVAILABLE" and "loading" in (exc.details or str(exc)) and not levels_received:
             return code, ("The server is still loading its model. Wait a few seconds (Test Connection in the "
                           "preferences shows SERVING when it is ready) and press Generate again.")
@@ -207,11 +217,9 @@ def describe_error(exc: BaseException, config: JobConfig, levels_received: int =
         return code, f"{what}. {_HINTS.get(code, 'See the server log for details')}."
     if isinstance(exc, ImportError):
         return "CLIENT", f"{exc}."
-    if isinstance(exc, ValueError):
+    if isinstance(exc, LayoutError):
         text = str(exc)
-        if "address" in text or "host:port" in text:
-            return "ADDRESS", f"Invalid server address: {text}. {_HINTS['ADDRESS']}."
-        return "LAYOUT", f"{text[:1].upper()}{text[1:]}."
+        return "LAYOUT", f"{text[:1].upper()}{text[1:]}. {_HINTS['LAYOUT']}."
     if isinstance(exc, OSError):
         return "IO", f"Could not write the level to disk: {exc}. Check the Output Folder in the preferences."
     return "INTERNAL", f"Unexpected error: {exc!r}. See the system console for details."

@@ -50,7 +50,7 @@ def _start_generation(op, context, condition_triangles=None) -> set[str]:
         _fail(settings, f"{exc}. Open Edit > Preferences > Add-ons > XCube to fix it")
         op.report({"ERROR"}, settings.message)
         return {"CANCELLED"}
-    job = jobs.Job(config, net.run_generate)
+    job = jobs.Job(config, net.run_generate, net.describe_error)
     settings.job_id = job.id
     settings.collection_name = ""
     settings.status = "CONNECTING"
@@ -156,5 +156,5 @@ class XCUBE_OT_test_connection(bpy.types.Operator):
             return {"CANCELLED"}
         if prefs is not None:
             prefs.connection_status = f"Testing {config.address}..."
-        jobs.start(jobs.Job(config, net.run_info))
+        jobs.start(jobs.Job(config, net.run_info, net.describe_error))
         return {"FINISHED"}

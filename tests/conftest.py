@@ -24,3 +24,13 @@ torch.set_num_threads(int(os.environ.get("XCUBE_TEST_THREADS", "1")))
 def generator() -> torch.Generator:
     """A seeded CPU generator; tests never seed torch globally."""
     return torch.Generator().manual_seed(0)
+
+
+_DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(),
+                                                                  reason="needs CUDA"))]
+
+
+@pytest.fixture(params=_DEVICES)
+def device(request) -> torch.device:
+    """Each device a test should pass on: the CPU always, CUDA where a GPU is present (skipped otherwise)."""
+    return torch.device(request.param)

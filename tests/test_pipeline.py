@@ -34,6 +34,21 @@ def test_levels_arrive_in_order_and_nest(pipe):
         assert lv.origin == (lv.voxel_size / 2,) * 3
 
 
+def test_generates_a_nested_scene_on_every_device(device):
+    """The same tiny model on each device: CPU levels out, in order, nested, inside the box, and a
+    layout condition (occupancy normals on the device's grid) accepted."""
+    tiny = XCubePipeline.tiny(seed=0, device=device)
+    coarse, fine = tiny.generate("a quiet street", seed=1, steps=2)
+    for lv, shape in zip((coarse, fine), [(8, 8, 4), (16, 16, 8)]):
+        assert lv.ijk.device.type == "cpu" and lv.normals.device.type == "cpu" and lv.num_voxels > 0
+        assert bool((lv.ijk >= 0).all()) and bool((lv.ijk < torch.tensor(shape)).all())
+    parents = torch.div(fine.ijk.long(), 2, rounding_mode="floor")
+    assert bool(coarse.grid().coords_in_grid(parents).all())
+    layout = Level(index=0, ijk=torch.tensor([[x, y, 0] for x in range(8) for y in range(8)]), voxel_size=2.0)
+    levels = list(tiny.generate("a plaza", seed=2, steps=2, condition=layout))
+    assert levels[0].num_voxels == 64 and levels[1].num_voxels > 0
+
+
 def test_same_seed_same_scene_other_seed_other_scene(pipe):
     a = [lv.ijk for lv in pipe.generate("a park", seed=5, steps=2)]
     b = [lv.ijk for lv in pipe.generate("a park", seed=5, steps=2)]
@@ -110,13 +125,24 @@ def test_scale_grows_the_scene_without_densifying(pipe):
         next(pipe.generate("x", scale=0))
 
 
-def test_shipped_model_loads_and_yields_a_non_empty_first_level():
-    """The default model ships in the package and runs on CPU, offline."""
+def test_shipped_model_makes_a_usable_nested_scene():
+    """The default model ships in the package and runs on CPU, offline, and what it makes is a scene:
+    both levels non-empty, the fine one nested in the coarse one, several classes, plausible sizes."""
     shipped = XCubePipeline.from_pretrained()
     assert shipped.model_id == "xcube-procedural-v1" and shipped.num_levels == 2
     assert shipped.voxel_sizes == [1.0, 0.25] and shipped.coarse_shape == (64, 64, 32)
-    first = next(shipped.generate("a quiet suburban street lined with houses and oak trees", seed=0, steps=4))
-    assert first.index == 0 and first.num_voxels > 1000
-    assert set(first.semantics.unique().tolist()) >= {0}  # at least ground
-    hi = first.ijk.max(0).values
-    assert int(hi[0]) < 64 and int(hi[1]) < 64 and int(hi[2]) < 32
+    coarse, fine = shipped.generate("a quiet suburban street lined with houses and oak trees", seed=0, steps=4)
+    assert (coarse.index, fine.index) == (0, 1)
+    # a surface scene: a few percent of the 64 x 64 x 32 box (measured 8.6 k), not empty, not a solid block
+    assert 2_000 < coarse.num_voxels < 40_000
+    hi = coarse.ijk.max(0).values
+    assert int(coarse.ijk.min()) >= 0 and int(hi[0]) < 64 and int(hi[1]) < 64 and int(hi[2]) < 32
+    # 4x finer surfaces hold ~16x the voxels (measured 10.8x)
+    assert 4 < fine.num_voxels / coarse.num_voxels < 40
+    parents = {tuple(v) for v in torch.div(fine.ijk.long(), 4, rounding_mode="floor").tolist()}
+    assert parents <= {tuple(v) for v in coarse.ijk.tolist()}  # nesting
+    for level in (coarse, fine):
+        classes = set(level.semantics.unique().tolist())
+        assert 0 in classes and len(classes) >= 4, classes  # ground and several kinds of things
+        assert "voxel_budget" not in level.metadata
+        assert torch.allclose(level.normals.norm(dim=1), torch.ones(level.num_voxels), atol=1e-3)

@@ -15,6 +15,7 @@ from xcube_client.errors import (
     DeadlineExceededError,
     GenerationCancelledError,
     IntegrityError,
+    InvalidAddressError,
     InvalidRequestError,
     ServerBusyError,
     ServerError,
@@ -26,5 +27,5 @@ from xcube_client.types import Artifact, ConditionGrid, GeneratedLevel, ServerIn
 __all__ = [
     "DEFAULT_ADDRESS", "XCubeClient", "parse_address", "Artifact", "ConditionGrid", "GeneratedLevel", "ServerInfo",
     "XCubeClientError", "ServerUnavailableError", "InvalidRequestError", "AuthenticationError", "ServerBusyError",
-    "GenerationCancelledError", "DeadlineExceededError", "IntegrityError", "ServerError",
+    "GenerationCancelledError", "DeadlineExceededError", "IntegrityError", "ServerError", "InvalidAddressError",
 ]

@@ -1,6 +1,6 @@
 """`XCubeClient`: talk to `python -m server` from any Python (Blender, Houdini, scripts).
 
-Needs only the standard library, ``grpcio`` and ``protobuf``. Every gRPC failure is turned into an
+Needs only the standard library, ``grpcio``, ``grpcio-health-checking`` and ``protobuf``. Every gRPC failure is turned into an
 ``xcube_client.errors`` exception with a message that says what to do; results are plain dataclasses.
 
 Example:
@@ -20,12 +20,14 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from xcube_client._proto import xcube_pb2 as pb
 from xcube_client._proto import xcube_pb2_grpc as pb_grpc
 from xcube_client.errors import (
     GenerationCancelledError,
     IntegrityError,
+    InvalidAddressError,
     ServerError,
     ServerUnavailableError,
     XCubeClientError,
@@ -47,44 +49,24 @@ log = logging.getLogger(__name__)
 DEFAULT_ADDRESS = "127.0.0.1:50051"
 _FORMAT_TO_PROTO = {"vdb": pb.OUTPUT_FORMAT_VDB, "mesh": pb.OUTPUT_FORMAT_MESH, "raw": pb.OUTPUT_FORMAT_RAW}
 _PROTO_TO_FORMAT = {v: k for k, v in _FORMAT_TO_PROTO.items()}
-_HEALTH_NAMES = {0: "UNKNOWN", 1: "SERVING", 2: "NOT_SERVING", 3: "SERVICE_UNKNOWN"}
 
 
 def parse_address(address: str) -> str:
     """Validate ``host:port`` (IPv6 as ``[::1]:50051``); returns it stripped.
 
     Raises:
-        ValueError: for URLs (``http://...``), a missing or non-numeric port, or an empty host.
+        InvalidAddressError: (a ValueError) for URLs (``http://...``), a missing or non-numeric port,
+            or an empty host.
     """
     text = str(address).strip()
     if "://" in text:
         rest = text.split("://", 1)[1].rstrip("/")
-        raise ValueError(f"server address must be host:port, not a URL: got {address!r}; try {rest!r}")
+        raise InvalidAddressError(f"server address must be host:port, not a URL: got {address!r}; try {rest!r}")
     host, sep, port = text.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"server address must be host:port with a port in 1..65535, e.g. {DEFAULT_ADDRESS!r}; "
+        raise InvalidAddressError(f"server address must be host:port with a port in 1..65535, e.g. {DEFAULT_ADDRESS!r}; "
                          f"got {address!r}")
     return text
-
-
-# -- grpc.health.v1 without the grpcio-health-checking package (two one-field messages) ---------------
-
-def _encode_health_request(service: str) -> bytes:
-    raw = service.encode("utf-8")
-    out = bytearray(b"\x0a")
-    n = len(raw)
-    while True:  # varint length
-        byte, n = n & 0x7F, n >> 7
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            break
-    return bytes(out) + raw
-
-
-def _decode_health_response(data: bytes) -> int:
-    if len(data) >= 2 and data[0] == 0x08:  # field 1, varint; statuses are < 128
-        return data[1]
-    return 0  # absent field = UNKNOWN
 
 
 class XCubeClient:
@@ -114,11 +96,7 @@ class XCubeClient:
         else:
             self._channel = grpc.insecure_channel(self.address, options=options)
         self._stub = pb_grpc.XCubeStub(self._channel)
-        self._health = self._channel.unary_unary(
-            "/grpc.health.v1.Health/Check",
-            request_serializer=_encode_health_request,
-            response_deserializer=_decode_health_response,
-        )
+        self._health = health_pb2_grpc.HealthStub(self._channel)  # grpcio-health-checking's generated stubs
         self._lock = threading.Lock()
         self._calls: set[Any] = set()
         self._cancelled: set[int] = set()
@@ -143,10 +121,11 @@ class XCubeClient:
             ServerUnavailableError: the server is not reachable.
         """
         try:
-            status = self._health(service, timeout=self.timeout, metadata=self._metadata)
+            reply = self._health.Check(health_pb2.HealthCheckRequest(service=service), timeout=self.timeout,
+                                       metadata=self._metadata)
         except grpc.RpcError as exc:
             raise self._translate(exc) from None
-        return _HEALTH_NAMES.get(status, "UNKNOWN")
+        return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
 
     def wait_until_serving(self, timeout: float = 60.0, interval: float = 0.2) -> None:
         """Block until ``health()`` is SERVING (the model loaded).

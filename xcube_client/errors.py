@@ -7,8 +7,8 @@ class XCubeClientError(Exception):
     """Base class of every error the client raises.
 
     Attributes:
-        code: gRPC status code name ("UNAVAILABLE", "INVALID_ARGUMENT", ...), or "DATA_LOSS" for a
-            corrupt download.
+        code: gRPC status code name ("UNAVAILABLE", "INVALID_ARGUMENT", ...), "DATA_LOSS" for a
+            corrupt download, or "ADDRESS" for a malformed server address (raised before any call).
         details: the server's message (or the transport's), without the client's hint.
         field: for INVALID_ARGUMENT, the offending request field when the server named it.
     """
@@ -27,6 +27,12 @@ class ServerUnavailableError(XCubeClientError):
     """The server is not reachable, went away mid-stream, or is still loading its model."""
 
     code = "UNAVAILABLE"
+
+
+class InvalidAddressError(XCubeClientError, ValueError):
+    """The server address is not ``host:port`` (a URL, no port, an empty host)."""
+
+    code = "ADDRESS"
 
 
 class InvalidRequestError(XCubeClientError, ValueError):

@@ -60,3 +60,29 @@ class Level:
         from xcube_core.sparse import GridBatch
 
         return GridBatch.from_ijk(self.ijk.to(device), voxel_sizes=self.voxel_size, origins=self.origin)
+
+    def grid_attributes(self, device: torch.device | str = "cpu"):
+        """This level as a `GridBatch` with its attributes in the grid's voxel order.
+
+        Returns:
+            ``(grid, normals, semantics)``: normals Shape: (N, 3) float32 (zeros for voxels the level
+            gives none), semantics Shape: (N,) int64 (-1 where unknown); each None when the level has none.
+        """
+        grid = self.grid(device)
+        order = grid.ijk_to_index(self.ijk.to(device))
+        normals = semantics = None
+        if self.normals is not None:
+            normals = torch.zeros(grid.total_voxels, 3, device=device)
+            normals[order] = self.normals.to(device).float()
+        if self.semantics is not None:
+            semantics = torch.full((grid.total_voxels,), -1, dtype=torch.long, device=device)
+            semantics[order] = self.semantics.to(device).long()
+        return grid, normals, semantics
+
+    def occupancy_normals(self) -> torch.Tensor:
+        """Normals estimated from occupancy (`GridBatch.occupancy_normals`) in this level's row order.
+
+        Shape: (N, 3), float32, CPU.
+        """
+        grid = self.grid(self.ijk.device)
+        return grid.occupancy_normals().jdata[grid.ijk_to_index(self.ijk)].cpu()

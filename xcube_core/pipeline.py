@@ -27,9 +27,10 @@ from xcube_core.diffusion.scheduler_config import SchedulerConfig, load_schedule
 from xcube_core.errors import CancelledError, InvalidInputError, ModelLoadError
 from xcube_core.level import Level
 from xcube_core.models.base import atomic_write_text
-from xcube_core.models.refine import RefineConfig, RefineNet
-from xcube_core.models.unet import SparseUNet, UNetConfig
-from xcube_core.models.vae import SparseStructureVAE, VAEConfig
+from xcube_core.models.decode_budget import decode_voxel_budget
+from xcube_core.models.refine import RefineNet
+from xcube_core.models.unet import SparseUNet
+from xcube_core.models.vae import SparseStructureVAE
 from xcube_core.nn import PlanCache
 from xcube_core.sparse import GridBatch
 
@@ -42,6 +43,29 @@ PIPELINE_FILE = "pipeline.json"
 DEFAULT_MODEL_DIR = pathlib.Path(__file__).parent / "assets" / "default_model"
 
 ProgressCallback = Callable[[int, int, int], None]
+
+
+@dataclasses.dataclass(frozen=True)
+class LevelSettings:
+    """The per-request settings every level of one `XCubePipeline.generate` call uses.
+
+    ``steps``, ``guidance`` and ``eta`` may be None: each level then uses its own sampler defaults
+    (`for_level`, from the level's ``scheduler_config.json``).
+    """
+
+    steps: int | None
+    guidance: float | None
+    eta: float | None = 0.0
+    scale: int = 1
+    callback: "ProgressCallback | None" = None
+    cancel: threading.Event | None = None
+
+    def for_level(self, scheduler: SchedulerConfig) -> "LevelSettings":
+        """These settings with every None replaced by ``scheduler``'s default."""
+        return dataclasses.replace(
+            self, steps=scheduler.num_inference_steps if self.steps is None else self.steps,
+            guidance=float(scheduler.guidance_scale if self.guidance is None else self.guidance),
+            eta=scheduler.eta if self.eta is None else self.eta)
 
 
 @dataclasses.dataclass
@@ -66,7 +90,7 @@ class XCubePipeline:
 
     def __init__(self, levels: list[LevelModels], text_encoder, model_id: str,
                  class_names: tuple[str, ...] = CLASS_NAMES, device: str | torch.device = "cpu",
-                 precision: str = "auto") -> None:
+                 precision: str = "auto", max_voxel_fraction: float | None = None) -> None:
         if not levels:
             raise ModelLoadError("a pipeline needs at least one level")
         self.levels = levels
@@ -75,6 +99,9 @@ class XCubePipeline:
         self.class_names = tuple(class_names)
         self.device = torch.device(device)
         self.precision = precision
+        if max_voxel_fraction is not None and not 0.0 < float(max_voxel_fraction) <= 1.0:
+            raise ModelLoadError(f"max_voxel_fraction must be in (0, 1], got {max_voxel_fraction!r}")
+        self.max_voxel_fraction = max_voxel_fraction  # optional cap: this share of each level's dense box
         for i in range(1, len(levels)):
             cfg, prev = levels[i].vae.config, levels[i - 1].vae.config
             if cfg.dense_latent or abs(cfg.voxel_size * 2 ** cfg.num_down - prev.voxel_size) > 1e-9:
@@ -128,7 +155,7 @@ class XCubePipeline:
                                       load_scheduler_config(d / "unet")))
         text = build_text_encoder(meta["text_encoder"])
         return cls(levels, text, meta.get("model_id", root.name), tuple(meta.get("class_names", CLASS_NAMES)),
-                   device, precision)
+                   device, precision, max_voxel_fraction=meta.get("max_voxel_fraction"))
 
     def save_pretrained(self, path: str | pathlib.Path) -> pathlib.Path:
         root = pathlib.Path(path)
@@ -144,23 +171,17 @@ class XCubePipeline:
                 "levels": [{"latent_scale": lv.latent_scale, "voxel_size": lv.vae.config.voxel_size,
                             "class_prior": lv.class_prior}
                            for lv in self.levels]}
+        if self.max_voxel_fraction is not None:
+            meta["max_voxel_fraction"] = self.max_voxel_fraction
         atomic_write_text(root / PIPELINE_FILE, json.dumps(meta, indent=2) + "\n")
         return root
 
     @classmethod
     def tiny(cls, seed: int = 0, device: str | torch.device = "cpu") -> "XCubePipeline":
-        """A random-weight two-level model (16 m scene, 2 m and 1 m voxels) for fast tests."""
-        from xcube_core.models.text import HashTextEncoder
+        """A random-weight two-level model for fast tests (see `xcube_core.testing.tiny_pipeline`)."""
+        from xcube_core.testing import tiny_pipeline
 
-        torch_state = torch.random.get_rng_state()
-        try:
-            torch.manual_seed(seed)  # restored below: the library never leaves the global RNG changed
-            text = HashTextEncoder(dim=32)
-            levels = [_tiny_level((8, 8, 4), 2.0, dense=True, cond=False, ctx=text.dim),
-                      _tiny_level((16, 16, 8), 1.0, dense=False, cond=True, ctx=text.dim)]
-        finally:
-            torch.random.set_rng_state(torch_state)
-        return cls(levels, text, f"tiny-{seed}", CLASS_NAMES, device)
+        return tiny_pipeline(seed, device)
 
     # --- generation ---------------------------------------------------------------------------
     def validate(self, prompt: str, steps: int, guidance: float, num_levels: int | None,
@@ -210,19 +231,17 @@ class XCubePipeline:
         gen = torch.Generator(device="cpu").manual_seed(int(seed))
         text = self.text_encoder.encode([prompt, ""])
         meta = {"prompt": prompt, "seed": int(seed), "model_id": self.model_id, "scale": scale}
+        settings = LevelSettings(steps, None if guidance is None else float(guidance), eta, scale, callback, cancel)
         prev: Level | None = None
         for i in range(n):
             t0 = time.perf_counter()
             if i == 0 and condition is not None:
                 level = _condition_level(condition, self.class_names)
             else:
-                sch = self.levels[i].scheduler
-                lv_steps = sch.num_inference_steps if steps is None else steps
-                lv_guidance = float(sch.guidance_scale if guidance is None else guidance)
-                level = self._generate_level(i, prev, text, gen, lv_steps, lv_guidance,
-                                             sch.eta if eta is None else eta, callback, cancel, scale)
-                level.metadata = {**level.metadata, "steps": lv_steps, "guidance": lv_guidance,
-                                  "sampler": sch.sampler}
+                lv_settings = settings.for_level(self.levels[i].scheduler)
+                level = self._generate_level(i, prev, text, gen, lv_settings)
+                level.metadata = {**level.metadata, "steps": lv_settings.steps, "guidance": lv_settings.guidance,
+                                  "sampler": self.levels[i].scheduler.sampler}
             level.seconds = time.perf_counter() - t0
             level.metadata = {**meta, **level.metadata, "level": i}
             logger.info("level %d: %d voxels at %.3g m in %.2f s", i, level.num_voxels, level.voxel_size,
@@ -230,61 +249,83 @@ class XCubePipeline:
             yield level
             prev = level
 
-    def _generate_level(self, i, prev, text, gen, steps, guidance, eta, callback, cancel, scale=1) -> Level:
-        from xcube_core.diffusion.guidance import guide_doubled
-
+    def _generate_level(self, i: int, prev: Level | None, text, gen: torch.Generator,
+                        settings: "LevelSettings") -> Level:
+        """Denoise level ``i``'s latent (on ``prev``'s grid beyond level 0), decode and refine it."""
         lv = self.levels[i]
         vcfg = lv.vae.config
-        shape = (vcfg.grid_shape[0] * scale, vcfg.grid_shape[1] * scale, vcfg.grid_shape[2])
+        shape = (vcfg.grid_shape[0] * settings.scale, vcfg.grid_shape[1] * settings.scale, vcfg.grid_shape[2])
+        cond_n = cond_s = prev_grid = None
         if i == 0:
             proto = GridBatch.from_ijk(torch.zeros(1, 3, dtype=torch.int64, device=self.device), vcfg.voxel_size)
             lat_grid = lv.vae.latent_grid_for(proto, shape)
-            cond_n = cond_s = None
         else:
-            lat_grid = prev_grid = prev.grid(self.device)
-            # attributes of the coarser level, in the grid's voxel order
-            order = prev_grid.ijk_to_index(prev.ijk.to(self.device))
-            cond_n = torch.zeros(prev_grid.total_voxels, 3, device=self.device)
-            cond_n[order] = prev.normals.to(self.device).float()
-            cond_s = torch.full((prev_grid.total_voxels,), -1, dtype=torch.long, device=self.device)
-            if prev.semantics is not None:
-                cond_s[order] = prev.semantics.to(self.device).long()
+            lat_grid, cond_n, cond_s = prev.grid_attributes(self.device)  # the coarser level, in grid order
+            prev_grid = lat_grid
+            if cond_s is None:
+                cond_s = torch.full((lat_grid.total_voxels,), -1, dtype=torch.long, device=self.device)
         if lat_grid.total_voxels == 0:
             raise InvalidInputError(f"level {i - 1} came out empty, so level {i} has nothing to refine; "
                                     "try another seed or prompt")
+        with self._autocast():
+            x = self._denoise(i, lat_grid, text, gen, settings, cond_n, cond_s)
+            return self._decode(i, x, lat_grid, prev_grid, shape, cond_s)
+
+    def _denoise(self, i, lat_grid: GridBatch, text, gen, settings: "LevelSettings", cond_n, cond_s) -> torch.Tensor:
+        """The level's sampler (DDIM by default) with classifier-free guidance on ``lat_grid``.
+        Returns the latent (N_lat, C_lat)."""
+        from xcube_core.diffusion.guidance import guide_doubled
+
+        lv = self.levels[i]
         sched = lv.scheduler.make_sampler()  # the schedule the U-Net was trained with
-        if steps > sched.num_train_timesteps:
-            raise InvalidInputError(f"steps={steps} exceeds level {i}'s {sched.num_train_timesteps} training steps")
-        sched.set_timesteps(steps)
+        if settings.steps > sched.num_train_timesteps:
+            raise InvalidInputError(f"steps={settings.steps} exceeds level {i}'s {sched.num_train_timesteps} "
+                                    "training steps")
+        sched.set_timesteps(settings.steps)
         x = torch.randn(lat_grid.total_voxels, lv.unet.config.latent_channels, generator=gen).to(self.device)
         grid2 = GridBatch.cat([lat_grid, lat_grid])
         plans = PlanCache()  # same grid at every step: kernel maps are built once per level
-        tokens, mask, pooled = text.tokens, text.mask, text.pooled
-        with self._autocast():
-            for k, t in enumerate(sched.timesteps):
-                if cancel is not None and cancel.is_set():
-                    raise CancelledError(f"cancelled at level {i}, step {k}/{steps}")
-                tt = torch.full((2,), int(t), dtype=torch.long, device=self.device)
-                out = lv.unet(torch.cat([x, x]), grid2, tt, tokens, mask, pooled, _twice(cond_n), _twice(cond_s),
-                              plans=plans)
-                v = guide_doubled(out.float(), guidance)
-                x = sched.step(v, t, x, eta=eta, generator=gen)
-                if callback is not None:
-                    callback(i, k + 1, steps)
-            dec = lv.vae.decode(x / lv.latent_scale, lat_grid, max_voxels=_voxel_budget(shape), grid_shape=shape,
-                                parent_semantics=cond_s, class_prior=lv.class_prior)
-            grid, normals, sem = dec.grid, dec.normals, dec.semantics
-            if lv.refine is not None and grid.total_voxels:
-                ref = lv.refine(grid, normals, sem, bounds=shape)
-                grid, normals, sem = ref.grid, ref.normals, ref.semantics
-            if i > 0:  # the hierarchy nests: keep only voxels inside the coarser level's voxels
-                parents = torch.div(grid.ijk.jdata.long(), 2 ** vcfg.num_down, rounding_mode="floor")
-                inside = prev_grid.coords_in_grid(parents)
-                grid, normals = grid.pruned_grid(inside), normals[inside]
-                sem = None if sem is None else sem[inside]
+        for k, t in enumerate(sched.timesteps):
+            if settings.cancel is not None and settings.cancel.is_set():
+                raise CancelledError(f"cancelled at level {i}, step {k}/{settings.steps}")
+            tt = torch.full((2,), int(t), dtype=torch.long, device=self.device)
+            out = lv.unet(torch.cat([x, x]), grid2, tt, text.tokens, text.mask, text.pooled, _twice(cond_n),
+                          _twice(cond_s), plans=plans)
+            x = sched.step(guide_doubled(out.float(), settings.guidance), t, x, eta=settings.eta, generator=gen)
+            if settings.callback is not None:
+                settings.callback(i, k + 1, settings.steps)
+        return x
+
+    def _decode(self, i, x, lat_grid: GridBatch, prev_grid: GridBatch | None, shape, cond_s=None) -> Level:
+        """VAE decode within the device's memory budget, refinement, and nesting in the coarser level."""
+        lv = self.levels[i]
+        vcfg = lv.vae.config
+        budget = decode_voxel_budget(vcfg.channels[0], self.device)
+        if self.max_voxel_fraction is not None:
+            budget = budget.capped(int(shape[0] * shape[1] * shape[2] * self.max_voxel_fraction), "max_voxel_fraction")
+        dec = lv.vae.decode(x / lv.latent_scale, lat_grid, max_voxels=budget.max_voxels, grid_shape=shape,
+                            parent_semantics=cond_s, class_prior=lv.class_prior)
+        grid, normals, sem = dec.grid, dec.normals, dec.semantics
+        metadata = {}
+        if dec.budget_dropped:
+            metadata["voxel_budget"] = budget.as_metadata(grid.total_voxels, dec.budget_dropped)
+            by_model = budget.source == "max_voxel_fraction"  # the model's own cap: by design, not memory
+            logger.log(logging.INFO if by_model else logging.WARNING,
+                       "level %d: the decoder wanted %d more voxels than its budget of %d (set by %s; "
+                       "%.1f GiB free); kept those with the highest keep logits", i, dec.budget_dropped,
+                       budget.max_voxels, budget.source, budget.free_bytes / 2**30)
+        if lv.refine is not None and grid.total_voxels:
+            ref = lv.refine(grid, normals, sem, bounds=shape)
+            grid, normals, sem = ref.grid, ref.normals, ref.semantics
+        if prev_grid is not None:  # the hierarchy nests: keep only voxels inside the coarser level's voxels
+            parents = torch.div(grid.ijk.jdata.long(), 2 ** vcfg.num_down, rounding_mode="floor")
+            inside = prev_grid.coords_in_grid(parents)
+            grid, normals = grid.pruned_grid(inside), normals[inside]
+            sem = None if sem is None else sem[inside]
         return Level(index=i, ijk=grid.ijk.jdata.cpu(), voxel_size=float(vcfg.voxel_size),
                      origin=tuple(grid.origins[0].tolist()), normals=normals.float().cpu(),
-                     semantics=None if sem is None else sem.cpu(), class_names=self.class_names)
+                     semantics=None if sem is None else sem.cpu(), class_names=self.class_names,
+                     metadata=metadata)
 
     def _autocast(self):
         from xcube_core.precision import autocast_context
@@ -295,13 +336,6 @@ class XCubePipeline:
 def _twice(a: torch.Tensor | None) -> torch.Tensor | None:
     """Rows repeated for the conditional and unconditional halves of a guided batch."""
     return None if a is None else torch.cat([a, a])
-
-
-def _voxel_budget(shape: tuple[int, int, int]) -> int:
-    """Upper bound on voxels at a level's resolution: a quarter of its dense box (memory safety;
-    surface scenes use a few percent)."""
-    x, y, z = shape
-    return max(1, (x * y * z) // 4)
 
 
 def check_condition(condition: Level, shape: tuple[int, int, int], voxel_size: float) -> None:
@@ -320,47 +354,10 @@ def check_condition(condition: Level, shape: tuple[int, int, int], voxel_size: f
                                 f"[0, {list(shape)}) at the coarsest resolution")
 
 
-def estimate_normals(grid: GridBatch) -> torch.Tensor:
-    """Outward normals of an occupancy grid from the 6-neighbour gradient. Returns (N, 3) unit."""
-    ijk = grid.ijk.jdata.long()
-    n = torch.zeros(ijk.shape[0], 3)
-    for axis in range(3):
-        d = torch.zeros(3, dtype=torch.long)
-        d[axis] = 1
-        plus = (grid.ijk_to_index(grid.ijk.jagged_like(ijk + d)).jdata >= 0).float()
-        minus = (grid.ijk_to_index(grid.ijk.jagged_like(ijk - d)).jdata >= 0).float()
-        n[:, axis] = minus - plus  # points from occupied to empty
-    up = torch.tensor([0.0, 0.0, 1.0])
-    n = torch.where(n.norm(dim=1, keepdim=True) > 0, n, up)
-    return torch.nn.functional.normalize(n, dim=1)
-
-
 def _condition_level(condition: Level, class_names) -> Level:
-    grid = condition.grid()
-    order = grid.ijk_to_index(condition.ijk)
-    normals = condition.normals
-    if normals is None:
-        est = estimate_normals(grid)
-        normals = est[order]
+    normals = condition.normals if condition.normals is not None else condition.occupancy_normals()
     sem = condition.semantics
     return Level(index=0, ijk=condition.ijk.to(torch.int32), voxel_size=float(condition.voxel_size),
                  origin=condition.origin, normals=normals.float(),
                  semantics=None if sem is None else sem.long(), class_names=class_names,
                  metadata={"source": "condition"})
-
-
-def _tiny_level(shape, voxel_size, dense, cond, ctx) -> LevelModels:
-    channels = (8, 8, 16) if dense else (8, 16)  # level 1's latent lives on level 0's grid (2x coarser)
-    vae = SparseStructureVAE(VAEConfig(grid_shape=shape, voxel_size=voxel_size, channels=channels,
-                                       latent_channels=4, dense_latent=dense, sem_embed_dim=4))
-    latent_shape = vae.config.latent_shape
-    unet = SparseUNet(UNetConfig(latent_channels=4, grid_shape=latent_shape, cond_normals=cond,
-                                 cond_classes=len(CLASS_NAMES) if cond else 0, sem_embed_dim=4, pos_freqs=2,
-                                 model_channels=8, channel_mult=(1, 2), cross_attention_levels=(1,),
-                                 context_dim=ctx, heads=2))
-    # Untrained keep heads would drop everything or nothing; bias them so tiny scenes are non-trivial.
-    for head in vae.keep_heads:
-        torch.nn.init.constant_(head.bias, 1.0)
-    refine = RefineNet(RefineConfig(channels=8, blocks=1, sem_embed_dim=4, voxel_size=voxel_size))
-    torch.nn.init.constant_(refine.keep.bias, 2.0)
-    return LevelModels(vae, unet, refine, latent_scale=1.0)

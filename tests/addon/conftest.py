@@ -15,7 +15,9 @@ import time
 
 import pytest
 
-bpy = pytest.importorskip("bpy")
+from tests.deps import require
+
+bpy = require("bpy")
 
 if str(pathlib.Path(__file__).parent) not in sys.path:  # also under --import-mode=importlib
     sys.path.insert(0, str(pathlib.Path(__file__).parent))

@@ -7,7 +7,9 @@ import os
 import numpy as np
 import pytest
 
-bpy = pytest.importorskip("bpy")
+from tests.deps import require
+
+bpy = require("bpy")
 
 from addon_support import ADDON_MODULE, ScenePipeline  # noqa: E402
 
@@ -312,12 +314,9 @@ def test_test_connection_to_nothing_says_so(addon, settings):
 def test_tiny_model_levels_arrive_as_the_pipeline_makes_them(addon, settings, server_factory):
     """The real pipeline (random-weight tiny model) behind the real server: what Blender loads is what
     the pipeline generates for the same seed, level by level."""
-    try:
-        from xcube_core.pipeline import XCubePipeline
+    from xcube_core.testing import tiny_pipeline
 
-        tiny = XCubePipeline.tiny()
-    except (ImportError, AttributeError) as exc:  # the pipeline lands separately
-        pytest.skip(f"XCubePipeline.tiny() not available yet: {exc}")
+    tiny = tiny_pipeline()
     srv = server_factory(tiny)
     _prefs().address = srv.address
     settings.output, settings.steps, settings.seed = "BOTH", 2, 3
@@ -339,12 +338,9 @@ def test_tiny_model_levels_arrive_as_the_pipeline_makes_them(addon, settings, se
 
 
 def test_tiny_model_accepts_the_refined_layout(addon, settings, server_factory):
-    try:
-        from xcube_core.pipeline import XCubePipeline
+    from xcube_core.testing import tiny_pipeline
 
-        tiny = XCubePipeline.tiny()
-    except (ImportError, AttributeError) as exc:
-        pytest.skip(f"XCubePipeline.tiny() not available yet: {exc}")
+    tiny = tiny_pipeline()
     srv = server_factory(tiny)
     _prefs().address = srv.address
     size = tiny.coarse_shape[0] * tiny.voxel_sizes[0]

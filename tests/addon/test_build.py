@@ -13,9 +13,11 @@ import zipfile
 
 import pytest
 
+from tests.deps import require
+
 from xcube_core.cli import addon as addon_cli
 
-pytest.importorskip("bpy")
+require("bpy")
 
 
 def test_zip_layout_and_manifest_pass_blenders_validation(addon_zip):
@@ -94,6 +96,19 @@ def test_bundled_wheels_install_through_blenders_installer(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     site_line = next(line for line in result.stdout.splitlines() if line.startswith("SITE"))
     assert "grpc" in site_line and "google" in site_line and "typing_extensions.py" in site_line
+    assert "grpc_health" in site_line  # the client's health check uses its generated stubs
+
+
+def test_the_health_stubs_are_bundled_with_grpcio(tmp_path):
+    """The client imports grpc_health (grpcio-health-checking's generated stubs), so the zip vendors it."""
+    versions = addon_cli.pinned_versions()
+    for name, version in versions.items():
+        if name != "grpcio-health-checking":
+            folder = tmp_path / f"{name}-{version}" / "cp311-linux-x64"
+            folder.mkdir(parents=True)
+            (folder / f"{name}-{version}-py3-none-any.whl").write_bytes(b"")
+    with pytest.raises(addon_cli.BuildError, match="grpcio-health-checking"):
+        addon_cli.collect_wheels(("3.11",), ("linux-x64",), tmp_path, offline=True)
 
 
 def test_pinned_wheel_versions_match_the_generated_stubs():

@@ -7,7 +7,9 @@ import importlib
 import numpy as np
 import pytest
 
-pytest.importorskip("bpy")
+from tests.deps import require
+
+require("bpy")
 
 from addon_support import ADDON_MODULE  # noqa: E402
 

@@ -11,7 +11,9 @@ import types
 
 import pytest
 
-bpy = pytest.importorskip("bpy")
+from tests.deps import require
+
+bpy = require("bpy")
 
 from addon_support import ADDON_MODULE  # noqa: E402
 

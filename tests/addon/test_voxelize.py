@@ -5,9 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-pytest.importorskip("bpy")
+from tests.deps import require
+
+require("bpy")
 
 from addon_support import ADDON_MODULE  # noqa: E402
+
+from tests.sparse.helpers import clip_reference  # noqa: E402
 
 
 @pytest.fixture
@@ -25,36 +29,6 @@ def _box_triangles(lo, hi) -> np.ndarray:
     return np.array([[c[a], c[b], c[d]] for a, b, cc, d in quads for (b, d) in ((b, cc), (cc, d))])
 
 
-def _clip_reference(triangles, voxel, shape) -> set:
-    """Voxels whose cube keeps a non-empty piece of a triangle after Sutherland-Hodgman clipping
-    against its 6 faces: an exact test independent of the separating-axis code under test."""
-    out = set()
-    for tri in triangles:
-        lo = np.clip(np.floor(tri.min(0) / voxel).astype(int), 0, shape)
-        hi = np.clip(np.floor(tri.max(0) / voxel).astype(int) + 1, 0, shape)
-        for ijk in np.ndindex(*(hi - lo)):
-            cell = np.asarray(ijk) + lo
-            poly = [p for p in tri]
-            for axis in range(3):
-                for bound, sign in ((cell[axis] * voxel, 1.0), ((cell[axis] + 1) * voxel, -1.0)):
-                    poly = _clip(poly, axis, bound, sign)
-            if poly:
-                out.add(tuple(int(c) for c in cell))
-    return out
-
-
-def _clip(poly, axis, bound, sign):
-    """Keeps the part of a convex polygon with sign * (p[axis] - bound) >= 0."""
-    out = []
-    for a, b in zip(poly, poly[1:] + poly[:1]):
-        da, db = sign * (a[axis] - bound), sign * (b[axis] - bound)
-        if da >= 0:
-            out.append(a)
-        if (da >= 0) != (db >= 0):
-            out.append(a + (b - a) * (da / (da - db)))
-    return out
-
-
 def test_box_surface_and_fill_match_the_analytic_voxels(vox):
     tris = _box_triangles((1.2, 1.2, 0.0), (6.8, 4.6, 3.4))  # voxel 1 m: i 1..6, j 1..4, k 0..3
     box = {(i, j, k) for i in range(1, 7) for j in range(1, 5) for k in range(0, 4)}
@@ -70,10 +44,10 @@ def test_slanted_triangles_match_exact_clipping(vox):
     rng = np.random.default_rng(3)
     tris = rng.uniform(0.3, 9.7, size=(12, 3, 3))
     got = {tuple(v) for v in vox.voxelize_triangles(tris, 1.0, (10, 10, 10)).tolist()}
-    assert got == _clip_reference(tris, 1.0, (10, 10, 10))
+    assert got == clip_reference(tris, 1.0, (10, 10, 10))
     # Half the voxel size: same surface, finer cells, still exact.
     got = {tuple(v) for v in vox.voxelize_triangles(tris[:4], 0.5, (20, 20, 20)).tolist()}
-    assert got == _clip_reference(tris[:4], 0.5, (20, 20, 20))
+    assert got == clip_reference(tris[:4], 0.5, (20, 20, 20))
 
 
 def test_outside_the_grid_and_empty_input(vox):
@@ -82,3 +56,20 @@ def test_outside_the_grid_and_empty_input(vox):
     assert vox.voxelize_triangles(np.zeros((0, 3, 3)), 2.0, (8, 8, 8)).shape == (0, 3)
     with pytest.raises(ValueError, match="voxel_size"):
         vox.voxelize_triangles(tris, 0.0, (8, 8, 8))
+
+
+def test_the_addon_gives_the_engines_voxels_on_the_same_mesh(vox):
+    """Until layouts travel as meshes, the add-on's numpy copy must agree with `GridBatch.from_mesh`."""
+    import torch
+
+    from xcube_core.sparse import GridBatch
+
+    rng = np.random.default_rng(11)
+    tris = np.concatenate([rng.uniform(0.2, 15.8, size=(24, 3, 3)), _box_triangles((2.3, 3.1, 0.4), (9.6, 7.2, 5.5))])
+    for voxel in (1.0, 0.5):
+        shape = tuple(int(16 / voxel) for _ in range(3))
+        addon = {tuple(v) for v in vox.voxelize_triangles(tris, voxel, shape).tolist()}
+        v = torch.tensor(tris.reshape(-1, 3), dtype=torch.float64)
+        grid = GridBatch.from_mesh(v, torch.arange(len(v)).reshape(-1, 3), voxel_sizes=voxel, origins=voxel / 2)
+        engine = {tuple(c) for c in grid.ijk.jdata.tolist() if all(0 <= x < n for x, n in zip(c, shape))}
+        assert addon == engine and len(engine) > 100

@@ -10,6 +10,7 @@ import threading
 import pytest
 import torch
 
+from xcube_core.compat.torchvision_ops import ensure_torchvision_importable
 from xcube_core.errors import ModelLoadError
 from xcube_core.models.text import (
     ALIASES,
@@ -17,7 +18,6 @@ from xcube_core.models.text import (
     MiniLMTextEncoder,
     OpenCLIPTextEncoder,
     TextEmbedding,
-    _torchvision_shim,
     build_text_encoder,
 )
 
@@ -144,7 +144,7 @@ def test_open_clip_seeded_init_leaves_global_rng_alone():
 
 
 def test_open_clip_loads_a_real_clip_checkpoint_and_matches_encode_text(tmp_path):
-    _torchvision_shim()
+    ensure_torchvision_importable()
     import open_clip
     from safetensors.torch import save_file
 
@@ -261,8 +261,8 @@ def test_text_embedding_cat_pad_select():
 
 
 def test_torchvision_shim_is_idempotent():
-    _torchvision_shim()
-    _torchvision_shim()
+    ensure_torchvision_importable()
+    ensure_torchvision_importable()
     import torchvision  # noqa: F401 - importable after the shim
 
     assert hasattr(torch.ops.torchvision, "nms") and hasattr(torch.ops.torchvision, "qnms")

@@ -18,50 +18,53 @@ def tiny_unet(cond: bool = False) -> SparseUNet:
                                  cross_attention_levels=(0, 1), context_dim=6, heads=2))
 
 
-def text(b: int, generator):
-    return (torch.randn(b, 3, 6, generator=generator), torch.ones(b, 3, dtype=torch.bool),
-            torch.randn(b, 6, generator=generator))
+def text(b: int, generator, device="cpu"):
+    return (torch.randn(b, 3, 6, generator=generator).to(device), torch.ones(b, 3, dtype=torch.bool, device=device),
+            torch.randn(b, 6, generator=generator).to(device))
 
 
-def test_unet_output_lives_on_the_input_grid_for_unequal_batches(generator):
-    grid, normals, sem = scene_level()
-    batch = GridBatch.cat([grid, grid.pruned_grid(torch.arange(grid.total_voxels) % 2 == 0)])
-    net = tiny_unet(cond=True)
-    x = torch.randn(batch.total_voxels, 4, generator=generator)
-    n = torch.randn(batch.total_voxels, 3, generator=generator)
-    s = torch.randint(-1, 9, (batch.total_voxels,), generator=generator)
-    out = net(x, batch, torch.tensor([3, 700]), *text(2, generator), n, s)
+def test_unet_output_lives_on_the_input_grid_for_unequal_batches(generator, device):
+    grid, normals, sem = scene_level(device=device)
+    batch = GridBatch.cat([grid, grid.pruned_grid(torch.arange(grid.total_voxels, device=device) % 2 == 0)])
+    net = tiny_unet(cond=True).to(device)
+    x = torch.randn(batch.total_voxels, 4, generator=generator).to(device)
+    n = torch.randn(batch.total_voxels, 3, generator=generator).to(device)
+    s = torch.randint(-1, 9, (batch.total_voxels,), generator=generator).to(device)
+    t = torch.tensor([3, 700], device=device)
+    out = net(x, batch, t, *text(2, generator, device), n, s)
     assert out.shape == x.shape
     # zero-initialised output layer: a fresh model predicts exactly 0; after a few steps every parameter learns
     assert float(out.detach().abs().max()) == 0.0
     opt = torch.optim.SGD(net.parameters(), lr=0.1)
     for _ in range(4):  # output, residual and attention branches open one zero-init layer per step
         opt.zero_grad()
-        (net(x, batch, torch.tensor([3, 700]), *text(2, generator), n, s) - 1.0).pow(2).mean().backward()
+        (net(x, batch, t, *text(2, generator, device), n, s) - 1.0).pow(2).mean().backward()
         opt.step()
     dead = [k for k, p in net.named_parameters() if p.grad is None or not bool(p.grad.abs().sum() > 0)]
     assert not dead, f"no gradient reaches {dead}"
     # items do not leak into each other: changing item 1's input leaves item 0's output unchanged
-    y = net(x, batch, torch.tensor([3, 700]), *text(2, generator), n, s)
+    y = net(x, batch, t, *text(2, generator, device), n, s)
     x2 = x.clone()
     x2[batch.joffsets[1]:] += 5.0
-    tok, mask, pooled = text(2, torch.Generator().manual_seed(1))
-    ya = net(x, batch, torch.tensor([3, 700]), tok, mask, pooled, n, s)
-    yb = net(x2, batch, torch.tensor([3, 700]), tok, mask, pooled, n, s)
+    tok, mask, pooled = text(2, torch.Generator().manual_seed(1), device)
+    ya = net(x, batch, t, tok, mask, pooled, n, s)
+    yb = net(x2, batch, t, tok, mask, pooled, n, s)
     n0 = int(batch.joffsets[1])
     torch.testing.assert_close(ya[:n0], yb[:n0])
     assert not torch.allclose(ya[n0:], yb[n0:])
     assert y.shape == x.shape
 
 
-def test_text_changes_the_prediction(generator):
-    grid, _, _ = scene_level()
+def test_text_changes_the_prediction(generator, device):
+    grid, _, _ = scene_level(device=device)
     net = tiny_unet()
     for p in net.parameters():  # leave the zero init so the text path is visible
         torch.nn.init.normal_(p, std=0.1, generator=generator)
-    x = torch.randn(grid.total_voxels, 4, generator=generator)
-    a = net(x, grid, torch.tensor([10]), *text(1, torch.Generator().manual_seed(1)))
-    b = net(x, grid, torch.tensor([10]), *text(1, torch.Generator().manual_seed(2)))
+    net.to(device)
+    x = torch.randn(grid.total_voxels, 4, generator=generator).to(device)
+    t = torch.tensor([10], device=device)
+    a = net(x, grid, t, *text(1, torch.Generator().manual_seed(1), device))
+    b = net(x, grid, t, *text(1, torch.Generator().manual_seed(2), device))
     assert (a - b).abs().mean() > 1e-3
 
 
@@ -94,10 +97,10 @@ def test_diffusion_loss_falls_well_below_its_start(generator):
     assert end < 0.6 * start, (start, end)
 
 
-def test_refine_grows_then_prunes_and_teacher_forcing_matches_target(generator):
-    grid, normals, sem = scene_level()
-    net = RefineNet(RefineConfig(channels=8, blocks=1, sem_embed_dim=4))
-    damaged = grid.pruned_grid(torch.rand(grid.total_voxels, generator=generator) > 0.2)
+def test_refine_grows_then_prunes_and_teacher_forcing_matches_target(generator, device):
+    grid, normals, sem = scene_level(device=device)
+    net = RefineNet(RefineConfig(channels=8, blocks=1, sem_embed_dim=4)).to(device)
+    damaged = grid.pruned_grid((torch.rand(grid.total_voxels, generator=generator) > 0.2).to(device))
     keep = grid.ijk_to_index(damaged.ijk, cumulative=True).jdata
     out = net(damaged, normals[keep], sem[keep], target=grid, bounds=(16, 16, 8))
     # the grown candidates can restore voxels the damage removed, within one voxel

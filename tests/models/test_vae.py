@@ -9,17 +9,10 @@ from xcube_core.models.vae import SparseStructureVAE, VAEConfig
 from xcube_core.sparse import GridBatch
 
 
-def scene_level(seed: int = 3, level: int = 0):
+def scene_level(seed: int = 3, level: int = 0, device="cpu"):
     """A real procedural scene, small: 16 m x 16 m x 8 m, level 0 at 1 m (16 x 16 x 8 voxels)."""
     sample = generate_scene(seed, SceneConfig(extent=(16.0, 16.0), height=8.0, voxel_size=0.5), num_levels=2)
-    lv = sample.levels[level]
-    grid = GridBatch.from_ijk(lv.ijk, voxel_sizes=lv.voxel_size)
-    order = grid.ijk_to_index(lv.ijk)
-    normals = torch.zeros(grid.total_voxels, 3)
-    normals[order] = lv.normals.float()
-    sem = torch.zeros(grid.total_voxels, dtype=torch.long)
-    sem[order] = lv.semantics.long()
-    return grid, normals, sem
+    return sample.levels[level].grid_attributes(device)
 
 
 def tiny_vae(dense: bool = True) -> SparseStructureVAE:
@@ -32,14 +25,14 @@ def voxel_iou(a: GridBatch, b: GridBatch) -> float:
     return inter / (a.total_voxels + b.total_voxels - inter)
 
 
-def test_teacher_forced_decode_reproduces_the_target_and_gradients_reach_every_parameter(generator):
-    grid, normals, sem = scene_level()
+def test_teacher_forced_decode_reproduces_the_target_and_gradients_reach_every_parameter(generator, device):
+    grid, normals, sem = scene_level(device=device)
     for dense in (True, False):
-        vae = tiny_vae(dense)
+        vae = tiny_vae(dense).to(device)
         opt = torch.optim.SGD(vae.parameters(), lr=1e-2)
         for _ in range(2):  # residual branches start at zero (ADM init): one step opens them
             opt.zero_grad()
-            vae(grid, normals, sem, generator=generator)["loss"].backward()
+            vae(grid, normals, sem, generator=torch.Generator(device).manual_seed(0))["loss"].backward()
             opt.step()
         missing = [n for n, p in vae.named_parameters() if p.grad is None or not bool(p.grad.abs().sum() > 0)]
         assert not missing, f"no gradient reaches {missing}"
@@ -51,13 +44,14 @@ def test_teacher_forced_decode_reproduces_the_target_and_gradients_reach_every_p
             assert lat.total_voxels == 8 * 8 * 4  # the dense latent box
 
 
-def test_sampled_decode_stays_in_the_level_box_and_nests(generator):
-    grid, normals, sem = scene_level()
+def test_sampled_decode_stays_in_the_level_box_and_nests(generator, device):
+    grid, normals, sem = scene_level(device=device)
     vae = tiny_vae(dense=True)
     for head in vae.keep_heads:
         torch.nn.init.constant_(head.bias, 3.0)  # keep (almost) everything: the worst case for bounds
-    dec = vae.decode(torch.randn(8 * 8 * 4, 4, generator=generator), vae.latent_grid_for(grid))
-    ijk = dec.grid.ijk.jdata
+    vae.to(device)
+    dec = vae.decode(torch.randn(8 * 8 * 4, 4, generator=generator).to(device), vae.latent_grid_for(grid))
+    ijk = dec.grid.ijk.jdata.cpu()
     assert bool((ijk >= 0).all()) and bool((ijk < torch.tensor([16, 16, 8])).all())
     # each step's grid lies inside the previous step's (subdivided) grid
     for coarse, fine in zip(dec.step_grids, dec.step_grids[1:]):

@@ -4,34 +4,22 @@ from __future__ import annotations
 
 import pathlib
 import sys
-import warnings
 
 import pytest
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 
-from fake_pipeline import FakePipeline  # noqa: E402
-
-
-def load_tiny_pipeline():
-    """``XCubePipeline.tiny()`` when the lead's pipeline is importable, else None."""
-    try:
-        from xcube_core.pipeline import XCubePipeline
-    except ImportError:
-        return None
-    if not hasattr(XCubePipeline, "tiny"):
-        return None
-    try:
-        return XCubePipeline.tiny(seed=0)
-    except ImportError as exc:  # a module the pipeline needs has not landed yet
-        warnings.warn(f"XCubePipeline.tiny() unavailable ({exc}); server tests use FakePipeline", stacklevel=1)
-        return None
 
 
 @pytest.fixture(scope="session")
 def model_pipeline():
-    """The tiny random-weight model (or the fake while the pipeline has not landed)."""
-    return load_tiny_pipeline() or FakePipeline()
+    """The tiny random-weight model (`xcube_core.testing.tiny_pipeline`): the real `XCubePipeline`.
+
+    No fallback: if the pipeline or a module it needs fails to import, the server tests fail.
+    """
+    from xcube_core.testing import tiny_pipeline
+
+    return tiny_pipeline(seed=0)
 
 
 @pytest.fixture

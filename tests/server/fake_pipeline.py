@@ -1,7 +1,7 @@
 """A stand-in with the `XCubePipeline` contract: seeded random nested voxels, callback and cancel honoured.
 
-Used where the test needs control the real tiny model cannot give (a slow step, a gate, a huge level),
-and as a fallback while ``XCubePipeline.tiny()`` is not available.
+Used only where a test needs control the real tiny model cannot give (a slow step, a gate, a huge
+level); every test of what the model produces runs the real `XCubePipeline` (`xcube_core.testing`).
 """
 
 from __future__ import annotations

@@ -10,6 +10,8 @@ import sys
 
 import numpy as np
 import pytest
+
+from tests.deps import require
 from fake_pipeline import FakePipeline
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -17,7 +19,7 @@ ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 
 
 def test_regenerating_the_stubs_yields_the_committed_files():
-    pytest.importorskip("grpc_tools")
+    require("grpc_tools")
     sys.path.insert(0, str(ROOT / "scripts"))
     try:
         import gen_proto
@@ -130,13 +132,11 @@ def _start_cli_server(args):
     raise AssertionError("server did not start:\n" + "".join(lines))
 
 
-def test_python_m_server_tiny_end_to_end(model_pipeline):
+def test_python_m_server_tiny_end_to_end():
     import signal
 
     from xcube_client import XCubeClient
 
-    if isinstance(model_pipeline, FakePipeline):
-        pytest.skip("XCubePipeline.tiny() has not landed")
     proc, port = _start_cli_server(["--cpu", "--tiny", "--port", "0", "--max-queue", "2", "--threads", "1"])
     try:
         client = XCubeClient(f"127.0.0.1:{port}")

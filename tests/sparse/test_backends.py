@@ -1,11 +1,9 @@
 """Backends: the tiled torch path vs a naive reference, the kernel-map search vs brute force, and the
-fVDB adapter (unavailable here; its conversion logic runs against a small fake ``fvdb`` module)."""
+fVDB adapter's conversions against a small fake ``fvdb`` (the real one: tests/sparse/test_fvdb_routing.py)."""
 
 from __future__ import annotations
 
-import itertools
 import sys
-import types
 
 import pytest
 import torch
@@ -13,7 +11,9 @@ import torch
 from xcube_core.sparse import ConvolutionPlan, GridBatch, JaggedTensor, kernel_offsets
 from xcube_core.sparse.backends import available_backends, conv_backend_for
 from xcube_core.sparse.backends import fvdb as fvdb_backend
+from xcube_core.compat.thread_pinning import one_thread_hooks
 from xcube_core.sparse.ops import conv as conv_ops
+from tests.sparse.fake_fvdb import _FakeGridBatch, fake_fvdb  # noqa: F401 (fixture)
 from tests.sparse.helpers import random_grid
 
 
@@ -87,7 +87,7 @@ def test_tiled_forward_and_backward_match_naive(tile, generator):
         assert conv_ops._backward(x, w, g, plan, (False, True), tile)[0] is None
 
 
-@pytest.mark.skipif(conv_ops._one_thread_hooks() is None, reason="needs GNU OpenMP + MKL (Linux torch wheels)")
+@pytest.mark.skipif(one_thread_hooks() is None, reason="needs GNU OpenMP + MKL (Linux torch wheels)")
 @pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
 def test_tiles_on_worker_threads_match_naive(dtype, generator):
     threads = torch.get_num_threads()
@@ -111,7 +111,7 @@ def test_tiles_on_worker_threads_match_naive(dtype, generator):
     assert torch.get_num_threads() == threads  # workers pin themselves, not the process
 
 
-@pytest.mark.skipif(conv_ops._one_thread_hooks() is None, reason="needs GNU OpenMP + MKL (Linux torch wheels)")
+@pytest.mark.skipif(one_thread_hooks() is None, reason="needs GNU OpenMP + MKL (Linux torch wheels)")
 def test_kernel_map_on_worker_threads_equals_single_thread(generator):
     grid = GridBatch.from_ijk(torch.randint(0, 60, (90_000, 3), generator=generator))
     threads = torch.get_num_threads()
@@ -152,101 +152,7 @@ def test_fvdb_reports_unavailable_without_fvdb(monkeypatch):
         fvdb_backend.to_fvdb(GridBatch.from_ijk(torch.zeros(1, 3, dtype=torch.int64)))
 
 
-# --- fVDB adapter: against a fake fvdb with the 0.6.0 API surface --------------------------------
-class _FakeJagged:
-    def __init__(self, tensors):
-        tensors = [tensors] if isinstance(tensors, torch.Tensor) else list(tensors)
-        counts = torch.tensor([t.shape[0] for t in tensors], dtype=torch.int64)
-        self.jdata = torch.cat(tensors)
-        self.joffsets = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
-
-    @classmethod
-    def from_data_and_offsets(cls, data, offsets):
-        jt = cls.__new__(cls)
-        jt.jdata, jt.joffsets = data, offsets.to(torch.int64)
-        return jt
-
-    @property
-    def jidx(self):
-        counts = self.joffsets[1:] - self.joffsets[:-1]
-        return torch.repeat_interleave(torch.arange(counts.numel(), dtype=torch.int32), counts)
-
-
-def _leaf_order(ijk: torch.Tensor) -> torch.Tensor:
-    """A NanoVDB-like order: 8^3 leaf blocks by (k, j, i) of the block, then z-fastest inside."""
-    blk, loc = torch.div(ijk, 8, rounding_mode="floor"), ijk % 8
-    key = [blk[:, 2], blk[:, 1], blk[:, 0], loc[:, 0], loc[:, 1], loc[:, 2]]
-    order = torch.arange(ijk.shape[0])
-    for col in reversed(key):  # stable sorts, least significant first
-        order = order[torch.sort(col[order], stable=True).indices]
-    return order
-
-
-class _FakeGridBatch:
-    def __init__(self, items, voxel_sizes, origins):
-        self._items = items  # list of (N_b, 3) int32 in fVDB's order
-        self.voxel_sizes, self.origins = voxel_sizes, origins
-
-    @classmethod
-    def from_ijk(cls, ijk, voxel_sizes=1, origins=0):
-        if not isinstance(ijk, _FakeJagged):
-            raise TypeError("fvdb.GridBatch.from_ijk takes an fvdb.JaggedTensor")
-        items = []
-        for b in range(ijk.joffsets.numel() - 1):
-            v = torch.unique(ijk.jdata[ijk.joffsets[b]: ijk.joffsets[b + 1]].to(torch.int32), dim=0)
-            items.append(v[_leaf_order(v)])
-        n = len(items)
-        vs = torch.as_tensor(voxel_sizes, dtype=torch.float32).expand(n, 3).clone()
-        org = torch.as_tensor(origins, dtype=torch.float32).expand(n, 3).clone()
-        return cls(items, vs, org)
-
-    grid_count = property(lambda self: len(self._items))
-    total_voxels = property(lambda self: sum(v.shape[0] for v in self._items))
-    ijk = property(lambda self: _FakeJagged(self._items))
-    joffsets = property(lambda self: self.ijk.joffsets)
-
-    def ijk_to_index(self, ijk, cumulative=False):
-        out, starts = [], self.joffsets.tolist()
-        for b in range(ijk.joffsets.numel() - 1):
-            table = {tuple(v): r + (starts[b] if cumulative else 0) for r, v in enumerate(self._items[b].tolist())}
-            q = ijk.jdata[ijk.joffsets[b]: ijk.joffsets[b + 1]].tolist()
-            out.append(torch.tensor([table.get(tuple(v), -1) for v in q], dtype=torch.int64))
-        return _FakeJagged(out)
-
-
-class _FakePlan:
-    """Dense-semantics reference: conv3d cross-correlation, weights (C_out, C_in, kx, ky, kz)."""
-
-    def __init__(self, ks, stride, src, dst):
-        self.ks, self.stride, self.src, self.dst = ks, stride, src, dst
-
-    @classmethod
-    def from_grid_batch(cls, kernel_size, stride, source_grid, target_grid=None):
-        ks = [kernel_size] * 3 if isinstance(kernel_size, int) else list(kernel_size)
-        return cls(ks, stride, source_grid, target_grid or source_grid)
-
-    def execute(self, data, weights):
-        x = data.jdata
-        out = x.new_zeros(self.dst.total_voxels, weights.shape[0])
-        s0, d0 = self.src.joffsets.tolist(), self.dst.joffsets.tolist()
-        for b in range(self.dst.grid_count):
-            rows = {tuple(v): s0[b] + r for r, v in enumerate(self.src._items[b].tolist())}
-            for o, v in enumerate(self.dst._items[b].tolist()):
-                for a in itertools.product(*(range(k) for k in self.ks)):
-                    src = tuple(c * self.stride + t - (k - 1) // 2 for c, t, k in zip(v, a, self.ks))
-                    if src in rows:
-                        out[d0[b] + o] += x[rows[src]] @ weights[:, :, a[0], a[1], a[2]].t()
-        return _FakeJagged.from_data_and_offsets(out, self.dst.joffsets)
-
-
-@pytest.fixture
-def fake_fvdb(monkeypatch):
-    mod = types.ModuleType("fvdb")
-    mod.JaggedTensor, mod.GridBatch, mod.ConvolutionPlan = _FakeJagged, _FakeGridBatch, _FakePlan
-    monkeypatch.setitem(sys.modules, "fvdb", mod)
-    return mod
-
-
+# --- fVDB adapter: against a fake fvdb with the 0.6.0 API surface (tests/sparse/fake_fvdb.py) -----
 def _batch(generator):
     return GridBatch.from_ijk([torch.randint(-6, 10, (70, 3), generator=generator),
                                torch.randint(0, 5, (20, 3), generator=generator)],
@@ -303,10 +209,8 @@ def test_fvdb_convolution_matches_torch_plan(fake_fvdb, target, generator):
         fconv.execute(x[:-1], w)
 
 
-def test_fvdb_convolution_keeps_transposed_plans_on_torch(fake_fvdb, generator):
-    fine = _batch(generator)
-    plan = ConvolutionPlan.from_grid_batch(2, 2, fine.coarsened_grid(2), fine, transposed=True)
-    with pytest.raises(ValueError, match="transposed"):
-        fvdb_backend.FVDBConvolution.from_plan(plan)
+def test_weight_layout_errors_are_clear():
     with pytest.raises(ValueError, match="weight must be"):
         fvdb_backend.weight_to_fvdb(torch.zeros(26, 2, 2), (3, 3, 3))
+    with pytest.raises(ValueError, match="weight_map"):
+        fvdb_backend.weight_to_fvdb(torch.zeros(27, 2, 2), (3, 3, 3), "sideways")

@@ -31,24 +31,24 @@ def dense_weight(w: torch.Tensor, k: int) -> torch.Tensor:
 
 @pytest.mark.parametrize("sizes", [(1,), (120,), (90, 3, 40)])
 @pytest.mark.parametrize("kernel", [1, 3, 5])
-def test_submanifold_conv_matches_dense(sizes, kernel, generator):
-    grid = random_grid(sizes, box=BOX, generator=generator)
+def test_submanifold_conv_matches_dense(sizes, kernel, generator, device):
+    grid = random_grid(sizes, box=BOX, generator=generator).to(device)
     x = torch.randn(grid.total_voxels, 3, generator=generator, dtype=torch.float64)
     w = torch.randn(kernel ** 3, 3, 4, generator=generator, dtype=torch.float64)
-    y = ConvolutionPlan.from_grid_batch(kernel, 1, grid).execute(x, w)
+    y = ConvolutionPlan.from_grid_batch(kernel, 1, grid).execute(x.to(device), w.to(device)).cpu()
     for b in range(len(sizes)):
         ref = F.conv3d(densify(grid, x, b, BOX)[None], dense_weight(w, kernel), padding=kernel // 2)[0]
         torch.testing.assert_close(y[grid.joffsets[b]: grid.joffsets[b + 1]], at_voxels(ref, grid, b))
 
 
 @pytest.mark.parametrize("kernel, stride", [(2, 2), (3, 2), (3, 1)])
-def test_generative_conv_to_conv_grid_matches_dense(kernel, stride, generator):
-    grid = random_grid((70, 30), box=BOX, generator=generator)
+def test_generative_conv_to_conv_grid_matches_dense(kernel, stride, generator, device):
+    grid = random_grid((70, 30), box=BOX, generator=generator).to(device)
     target = grid.conv_grid(kernel, stride)
     x = torch.randn(grid.total_voxels, 2, generator=generator, dtype=torch.float64)
     w = torch.randn(kernel ** 3, 2, 3, generator=generator, dtype=torch.float64)
     plan = ConvolutionPlan.from_grid_batch(kernel, stride, grid, target)
-    y = plan.execute(x, w)
+    y = plan.execute(x.to(device), w.to(device)).cpu()
     pad = (kernel - 1) // 2
     for b in range(2):
         # pad generously so outputs at negative coordinates are representable: shift by `s`
@@ -64,13 +64,13 @@ def test_generative_conv_to_conv_grid_matches_dense(kernel, stride, generator):
 
 
 @pytest.mark.parametrize("kernel, stride", [(2, 2), (3, 1)])
-def test_transposed_conv_matches_dense(kernel, stride, generator):
-    fine = random_grid((80, 25), box=BOX, generator=generator)
+def test_transposed_conv_matches_dense(kernel, stride, generator, device):
+    fine = random_grid((80, 25), box=BOX, generator=generator).to(device)
     coarse = fine.coarsened_grid(stride) if stride > 1 else fine
     x = torch.randn(coarse.total_voxels, 3, generator=generator, dtype=torch.float64)
     w = torch.randn(kernel ** 3, 3, 2, generator=generator, dtype=torch.float64)
     plan = ConvolutionPlan.from_grid_batch(kernel, stride, coarse, fine, transposed=True)
-    y = plan.execute(x, w)
+    y = plan.execute(x.to(device), w.to(device)).cpu()
     cbox = BOX // stride
     pad = (kernel - 1) // 2
     for b in range(2):
@@ -80,26 +80,28 @@ def test_transposed_conv_matches_dense(kernel, stride, generator):
         torch.testing.assert_close(y[fine.joffsets[b]: fine.joffsets[b + 1]], at_voxels(ref, fine, b))
 
 
-def test_gradcheck_conv_and_transposed(generator):
-    grid = random_grid((12, 6), box=4, generator=generator)
-    x = torch.randn(grid.total_voxels, 2, generator=generator, dtype=torch.float64, requires_grad=True)
-    w = torch.randn(27, 2, 2, generator=generator, dtype=torch.float64, requires_grad=True)
+def test_gradcheck_conv_and_transposed(generator, device):
+    grid = random_grid((12, 6), box=4, generator=generator).to(device)
+
+    def leaf(*shape):
+        return torch.randn(*shape, generator=generator, dtype=torch.float64).to(device).requires_grad_()
+
+    x, w = leaf(grid.total_voxels, 2), leaf(27, 2, 2)
     plan = ConvolutionPlan.from_grid_batch(3, 1, grid)
     assert torch.autograd.gradcheck(lambda a, b: plan.execute(a, b), (x, w))
     coarse = grid.coarsened_grid(2)
-    xc = torch.randn(coarse.total_voxels, 2, generator=generator, dtype=torch.float64, requires_grad=True)
-    w8 = torch.randn(8, 2, 3, generator=generator, dtype=torch.float64, requires_grad=True)
+    xc, w8 = leaf(coarse.total_voxels, 2), leaf(8, 2, 3)
     tplan = ConvolutionPlan.from_grid_batch(2, 2, coarse, grid, transposed=True)
     assert torch.autograd.gradcheck(lambda a, b: tplan.execute(a, b), (xc, w8))
 
 
-def test_modules_and_bfloat16_autocast(generator):
-    grid = random_grid((200,), box=10, generator=generator)
-    conv = SparseConv3d(16, 16)
-    x = torch.randn(grid.total_voxels, 16, generator=generator)
+def test_modules_and_bfloat16_autocast(generator, device):
+    grid = random_grid((200,), box=10, generator=generator).to(device)
+    conv = SparseConv3d(16, 16).to(device)
+    x = torch.randn(grid.total_voxels, 16, generator=generator).to(device)
     plan = ConvolutionPlan.from_grid_batch(3, 1, grid)
     ref = conv(x, plan)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.autocast(device.type, dtype=torch.bfloat16):
         low = conv(x, plan)
     assert low.dtype == torch.bfloat16
     rel = (low.float() - ref).norm() / ref.norm()

@@ -13,11 +13,13 @@ from tests.sparse.helpers import at_voxels, densify, random_grid
 BOX = 8
 
 
-def test_max_and_avg_pool_match_dense(generator):
-    grid = random_grid((150, 40), box=BOX, generator=generator)
-    x = torch.randn(grid.total_voxels, 3, generator=generator, dtype=torch.float64) + 5.0  # > 0: max of actives
+def test_max_and_avg_pool_match_dense(generator, device):
+    grid = random_grid((150, 40), box=BOX, generator=generator).to(device)
+    x = (torch.randn(grid.total_voxels, 3, generator=generator, dtype=torch.float64) + 5.0).to(device)  # > 0
     mx, coarse = grid.max_pool(2, x)
     av, _ = grid.avg_pool(2, JaggedTensor.from_data_and_offsets(x, grid.joffsets))
+    mx, av = mx.cpu(), av.jdata.cpu()
+    av = JaggedTensor.from_data_and_offsets(av, coarse.joffsets.cpu())
     for b in range(2):
         d = densify(grid, x, b, BOX)
         occ = densify(grid, torch.ones_like(x[:, :1]), b, BOX)
@@ -26,25 +28,25 @@ def test_max_and_avg_pool_match_dense(generator):
         torch.testing.assert_close(av[b], at_voxels(mean, coarse, b))
 
 
-def test_refine_copies_parent_and_inject_reads_other_grid(generator):
-    grid = random_grid((40, 10), box=BOX, generator=generator)
-    x = torch.randn(grid.total_voxels, 2, generator=generator)
+def test_refine_copies_parent_and_inject_reads_other_grid(generator, device):
+    grid = random_grid((40, 10), box=BOX, generator=generator).to(device)
+    x = torch.randn(grid.total_voxels, 2, generator=generator).to(device)
     y, fine = grid.refine(2, x)
     for b in range(2):
         ref = densify(grid, x, b, BOX).repeat_interleave(2, 1).repeat_interleave(2, 2).repeat_interleave(2, 3)
-        torch.testing.assert_close(y[fine.joffsets[b]: fine.joffsets[b + 1]], at_voxels(ref, fine, b))
-    sub = grid.pruned_grid(torch.arange(grid.total_voxels) % 3 == 0)
+        torch.testing.assert_close(y[fine.joffsets[b]: fine.joffsets[b + 1]].cpu(), at_voxels(ref, fine, b))
+    keep = torch.arange(grid.total_voxels, device=device) % 3 == 0
+    sub = grid.pruned_grid(keep)
     z = grid.inject_from(sub, sub.inject_from(grid, x), default_value=-1.0)
-    keep = torch.arange(grid.total_voxels) % 3 == 0
     torch.testing.assert_close(z[keep], x[keep])
     assert bool((z[~keep] == -1.0).all())
 
 
-def test_sample_and_splat_trilinear_match_dense(generator):
+def test_sample_and_splat_trilinear_match_dense(generator, device):
     grid = random_grid((300,), box=6, generator=generator)
     x = torch.randn(grid.total_voxels, 2, generator=generator, dtype=torch.float64)
     pts = torch.rand(50, 3, generator=generator, dtype=torch.float64) * 4 + 0.5  # world, voxel 1, origin .5
-    got = grid.sample_trilinear(pts.float(), x)
+    got = grid.to(device).sample_trilinear(pts.float().to(device), x.to(device)).cpu()
     dense = densify(grid, x, 0, 6)
     u = pts - 0.5
     base, frac = torch.floor(u).long(), u - torch.floor(u)
@@ -58,26 +60,27 @@ def test_sample_and_splat_trilinear_match_dense(generator):
     # splat is the adjoint of sample: <sample(x), v> == <x, splat(v)>
     v = torch.randn(50, 2, generator=generator, dtype=torch.float64)
     lhs = (got.double() * v).sum()
-    rhs = (x * grid.splat_trilinear(pts.float(), v)).sum()
+    rhs = (x * grid.to(device).splat_trilinear(pts.float().to(device), v.to(device)).cpu()).sum()
     torch.testing.assert_close(lhs, rhs, atol=1e-5, rtol=1e-5)
 
 
-def test_group_norm_per_grid(generator):
+def test_group_norm_per_grid(generator, device):
     grid = random_grid((50, 9), box=BOX, generator=generator)
     x = torch.randn(grid.total_voxels, 8, generator=generator) * 3 + 1
-    norm = SparseGroupNorm(2, 8)
-    y = norm(x, grid)
+    norm = SparseGroupNorm(2, 8).to(device)
+    y = norm(x.to(device), grid.to(device)).cpu()
     for b in range(2):
         xb = x[grid.joffsets[b]: grid.joffsets[b + 1]]
         ref = F.group_norm(xb.t()[None], 2, eps=1e-5)[0].t()  # (1, C, N): stats over one grid
         torch.testing.assert_close(y[grid.joffsets[b]: grid.joffsets[b + 1]], ref, atol=1e-4, rtol=1e-4)
 
 
-def test_attention_is_per_grid(generator):
-    grid = random_grid((30, 12), box=BOX, generator=generator)
-    x = torch.randn(grid.total_voxels, 8, generator=generator)
+def test_attention_is_per_grid(generator, device):
+    grid = random_grid((30, 12), box=BOX, generator=generator).to(device)
+    x = torch.randn(grid.total_voxels, 8, generator=generator).to(device)
     attn = SparseSelfAttention(8, heads=2)
     torch.nn.init.normal_(attn.out.weight, generator=generator)
+    attn.to(device)
     y = attn(x, grid)
     # changing grid 1 must not change grid 0's output
     x2 = x.clone()
@@ -90,8 +93,9 @@ def test_attention_is_per_grid(generator):
     torch.testing.assert_close(alone, y[:n0], atol=1e-5, rtol=1e-5)
     cross = SparseCrossAttention(8, context_dim=6, heads=2)
     torch.nn.init.normal_(cross.out.weight, generator=generator)
-    ctx = torch.randn(2, 5, 6, generator=generator)
-    mask = torch.tensor([[True, True, False, False, False], [False] * 5])
+    cross.to(device)
+    ctx = torch.randn(2, 5, 6, generator=generator).to(device)
+    mask = torch.tensor([[True, True, False, False, False], [False] * 5], device=device)
     z = cross(x, grid, ctx, mask)
     torch.testing.assert_close(z[n0:], x[n0:])  # no tokens -> no update
     ctx2 = ctx.clone()

@@ -6,9 +6,10 @@ import pytest
 import torch
 
 from xcube_core.sparse import ConvolutionPlan
+from tests.deps import require
 from tests.sparse.helpers import random_grid
 
-spconv = pytest.importorskip("spconv.pytorch")
+spconv = require("spconv.pytorch")
 
 
 def _spconv_tensor(grid, x, box):

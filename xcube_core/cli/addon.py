@@ -2,7 +2,7 @@
 
 The zip holds, at its root, ``blender_manifest.toml`` (with ``wheels = [...]`` filled in), the
 add-on's modules from ``blender_addon/``, the torch-free client as ``_vendor/xcube_client/`` and, in
-``wheels/``, grpcio, protobuf and their dependencies for CPython 3.11 and 3.13 on Linux x64,
+``wheels/``, grpcio, grpcio-health-checking, protobuf and their dependencies for CPython 3.11 and 3.13 on Linux x64,
 Windows x64 and macOS (arm64 and x64). Blender installs the wheels matching the user's platform and
 Python when the extension is installed, so nothing is downloaded when the add-on runs.
 
@@ -46,9 +46,11 @@ PLATFORM_TAGS = {
     "macos-x64": ("macosx_10_14_x86_64", "macosx_10_9_x86_64", "macosx_11_0_universal2",
                   "macosx_10_9_universal2"),
 }
-# Runtime dependencies of xcube_client (grpcio needs typing-extensions; protobuf needs nothing).
-WHEEL_PACKAGES = ("grpcio", "protobuf", "typing-extensions")
-_FALLBACK_VERSIONS = {"grpcio": "1.85.1", "protobuf": "7.36.2", "typing-extensions": "4.16.0"}
+# Runtime dependencies of xcube_client (grpcio needs typing-extensions; protobuf needs nothing;
+# grpcio-health-checking is pure Python: the generated grpc.health.v1 stubs the client checks health with).
+WHEEL_PACKAGES = ("grpcio", "protobuf", "typing-extensions", "grpcio-health-checking")
+_FALLBACK_VERSIONS = {"grpcio": "1.85.1", "protobuf": "7.36.2", "typing-extensions": "4.16.0",
+                      "grpcio-health-checking": "1.85.1"}
 
 
 class BuildError(XCubeError):
@@ -97,7 +99,7 @@ def build_addon(out: pathlib.Path | str, *, wheels: bool = True, python_versions
 
     Args:
         out: output folder (created).
-        wheels: bundle grpcio/protobuf wheels (downloaded once into ``cache``).
+        wheels: bundle the grpcio/grpcio-health-checking/protobuf wheels (downloaded once into ``cache``).
         python_versions: CPython versions ("3.11", "3.13") to bundle wheels for.
         platforms: Blender platforms (keys of ``PLATFORM_TAGS``).
         cache: wheel cache folder.
@@ -149,7 +151,7 @@ def manifest_with_wheels(manifest_text: str, wheel_entries: list[str]) -> str:
 
 
 def pinned_versions() -> dict[str, str]:
-    """grpcio/protobuf/typing-extensions versions: the installed ones (the stubs were made for them)."""
+    """Versions of the bundled wheels: the installed ones (the stubs were made for them)."""
     versions = {}
     for name in WHEEL_PACKAGES:
         try:

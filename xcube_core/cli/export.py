@@ -119,7 +119,6 @@ def run_import(args: argparse.Namespace) -> int:
     from xcube_core.data.hierarchy import VoxelSample
     from xcube_core.data.storage import save_sample
     from xcube_core.io import vdb
-    from xcube_core.io.voxels import estimate_normals
 
     if args.list:
         for g in vdb.list_grids(args.file):
@@ -130,9 +129,7 @@ def run_import(args: argparse.Namespace) -> int:
         raise InvalidInputError(f"{args.file}: no voxel of the density grid exceeds --threshold "
                                 f"{args.threshold}; lower it or pick another --grid")
     if level.normals is None:
-        import torch
-
-        level.normals = torch.from_numpy(estimate_normals(level.ijk.numpy()))
+        level.normals = level.occupancy_normals()
     name = args.name or args.file.stem
     args.out.mkdir(parents=True, exist_ok=True)
     sample_path = args.out / f"{name}.safetensors"

@@ -1,11 +1,9 @@
-"""Meshes -> aligned sparse voxel hierarchies (exact triangle/voxel overlap, vectorised in torch).
+"""Meshes -> aligned sparse voxel hierarchies.
 
-A finest voxel is active iff a triangle intersects its closed cube (the separating-axis test of
-Akenine-Möller: 3 box axes, the triangle normal, 9 edge cross products), so the surface is covered
-without holes. Large triangles are first split 1 -> 4 until their edges are at most a few voxels,
-which keeps the candidate voxels (each triangle's bounding box) few. A voxel's normal is the
-area-weighted mean of the unit normals of the (sub-)triangles that touch it, its class the
-area-weighted majority of their part classes.
+A finest voxel is active iff a triangle intersects its closed cube: the engine's exact voxeliser
+(`xcube_core.sparse.ops.mesh`, also behind `GridBatch.from_mesh`). This module adds the attributes:
+a voxel's normal is the area-weighted mean of the unit normals of the (split) triangles that touch
+it, its class the area-weighted majority of their part classes.
 """
 
 from __future__ import annotations
@@ -19,91 +17,12 @@ import torch
 
 from xcube_core.data import normalize
 from xcube_core.data.assets import MeshData, load_mesh
-from xcube_core.data.hierarchy import (UNKNOWN_CLASS, VoxelSample, build_hierarchy, ijk_to_key, key_to_ijk)
+from xcube_core.data.hierarchy import UNKNOWN_CLASS, VoxelSample, build_hierarchy, key_to_ijk
 from xcube_core.errors import DataError
 from xcube_core.level import Level
+from xcube_core.sparse.ops.mesh import triangle_overlaps
 
 logger = logging.getLogger(__name__)
-
-MAX_EDGE = 3.0  # voxels; longer triangles are split before the overlap test
-_CHUNK_CANDIDATES = 1 << 21  # candidate voxels tested per chunk
-_CHUNK_PIECES = 1 << 21  # split triangles held at once
-
-
-def split_large_triangles(tris: torch.Tensor, cls: torch.Tensor, max_edge: float = MAX_EDGE):
-    """Split triangles 1 -> 4 at edge midpoints until no edge is longer than ``max_edge``.
-
-    Args:
-        tris: Shape: (T, 3, 3), float64 (triangle, vertex, xyz) in voxel units.
-        cls: Shape: (T,), int64.
-
-    Returns:
-        ``(tris, cls)`` covering exactly the same surface.
-    """
-    done_t, done_c = [], []
-    while tris.shape[0]:
-        edge = (tris - tris.roll(1, dims=1)).norm(dim=2).amax(dim=1)
-        big = edge > max_edge
-        done_t.append(tris[~big])
-        done_c.append(cls[~big])
-        if not bool(big.any()):
-            break
-        t = tris[big]
-        v0, v1, v2 = t[:, 0], t[:, 1], t[:, 2]
-        m01, m12, m20 = (v0 + v1) / 2, (v1 + v2) / 2, (v2 + v0) / 2
-        tris = torch.cat([torch.stack(s, 1) for s in ((v0, m01, m20), (m01, v1, m12), (m20, m12, v2),
-                                                       (m01, m12, m20))])
-        cls = cls[big].repeat(4)
-    return torch.cat(done_t), torch.cat(done_c)
-
-
-def _box_dims(tris: torch.Tensor, shape: torch.Tensor):
-    """Voxel bounding box of each triangle clipped to the grid: (lo, dims), each (T, 3) int64."""
-    lo = torch.minimum(tris.amin(dim=1).floor().long().clamp(min=0), shape - 1)
-    hi = torch.minimum(tris.amax(dim=1).floor().long().clamp(min=0), shape - 1)
-    return lo, hi - lo + 1
-
-
-class _TriangleTables:
-    """Per-triangle separating-axis data (float32), relative to the centre of each triangle's first
-    bounding-box voxel ``b = lo + 1/2``, so testing the voxel at ``lo + o`` needs only ``o``.
-
-    For an axis ``a`` the triangle projects onto ``[pmin, pmax]`` and a cube of centre ``c`` onto
-    ``a.c +- r``; they overlap iff ``pmin - r <= a.c <= pmax + r``. For the axes ``e x X, e x Y,
-    e x Z`` of an edge ``e``, the three ``a.c`` are the components of ``c x e``; with ``c = b + o`` the
-    test becomes ``lower - b x e <= o x e <= upper - b x e``. The plane axis is the triangle normal.
-    """
-
-    def __init__(self, tris: torch.Tensor, lo: torch.Tensor) -> None:
-        base = lo.to(torch.float64) + 0.5
-        v = (tris - base[:, None, :]).to(torch.float32)               # (T, 3, 3), relative to b
-        self.edges = v.roll(-1, dims=1) - v                          # (T, 3 edges, 3)
-        # projections of the 3 vertices on the 9 edge axes: (v_k x e_j) -> (T, 3 edges, 3 comps, 3 verts)
-        proj = torch.stack([torch.cross(v[:, k:k + 1].expand_as(self.edges), self.edges, dim=2)
-                            for k in range(3)], dim=3)
-        e = self.edges.abs()
-        radius = 0.5 * torch.stack([e[..., 1] + e[..., 2], e[..., 0] + e[..., 2], e[..., 0] + e[..., 1]], dim=2)
-        self.lower = proj.amin(dim=3) - radius                       # (T, 3, 3)
-        self.upper = proj.amax(dim=3) + radius
-        self.normal = torch.cross(self.edges[:, 0], self.edges[:, 1], dim=1)  # |n| = 2 area
-        d = (self.normal * v[:, 0]).sum(1)
-        rn = 0.5 * self.normal.abs().sum(1)
-        self.plane_lower, self.plane_upper = d - rn, d + rn
-
-    def overlap(self, off: tuple[int, int, int], idx: torch.Tensor | None) -> torch.Tensor:
-        """Which triangles (all, or ``idx``) touch the voxel at ``lo + off``. Shape: (T,) or (K,) bool."""
-        def pick(t):
-            return t if idx is None else t[idx]
-
-        o = torch.tensor(off, dtype=torch.float32)
-        n = pick(self.normal)
-        no = n[:, 0] * o[0] + n[:, 1] * o[1] + n[:, 2] * o[2]
-        ok = (no >= pick(self.plane_lower)) & (no <= pick(self.plane_upper))
-        e = pick(self.edges)
-        w = torch.cross(o.expand_as(e), e, dim=2)                    # o x e: (T, 3, 3)
-        inside = (w >= pick(self.lower)) & (w <= pick(self.upper))
-        return ok & inside.flatten(1).all(dim=1)
-
 
 def _reduce(keys, normal_sum, votes):
     """Merge rows with equal voxel keys: sums of area-weighted normals and of class votes."""
@@ -114,7 +33,10 @@ def _reduce(keys, normal_sum, votes):
 
 
 def voxelize_triangles(tris: np.ndarray | torch.Tensor, shape, face_class=None, progress=None):
-    """Finest-level voxels of a triangle soup already in voxel coordinates.
+    """Finest-level voxels of a triangle soup already in voxel coordinates, with normals and classes.
+
+    The voxels are the engine's exact ones (`xcube_core.sparse.ops.mesh.triangle_overlaps`); this adds
+    the attributes of the (split) triangles touching each voxel.
 
     Args:
         tris: Shape: (F, 3, 3), float, voxel units (voxel (i, j, k) spans [i, i + 1) etc.).
@@ -127,23 +49,19 @@ def voxelize_triangles(tris: np.ndarray | torch.Tensor, shape, face_class=None, 
         opposite faces cancel), (N,) int64 or None.
     """
     tris = torch.as_tensor(np.asarray(tris), dtype=torch.float64)
-    shape_t = torch.as_tensor(list(shape), dtype=torch.int64)
     has_cls = face_class is not None
     cls = torch.as_tensor(face_class if has_cls else np.zeros(len(tris)), dtype=torch.int64)
-    area2 = torch.cross(tris[:, 1] - tris[:, 0], tris[:, 2] - tris[:, 0], dim=1).norm(dim=1)
-    keep = (tris.amax(dim=1) >= 0).all(1) & (tris.amin(dim=1) < shape_t).all(1) & (area2 > 1e-12)
-    tris, cls = tris[keep], cls[keep]  # NaN vertices fail the comparisons and are dropped too
     classes = torch.unique(cls) if has_cls else torch.zeros(1, dtype=torch.int64)
-    # how many pieces each face becomes once split to MAX_EDGE: 4 ** ceil(log2(edge / MAX_EDGE))
-    edge = (tris - tris.roll(1, dims=1)).norm(dim=2).amax(dim=1)
-    pieces = 4.0 ** torch.log2(edge / MAX_EDGE).ceil().clamp(min=0)
     parts = []
-    for a, b in _chunks(pieces, _CHUNK_PIECES):  # split and test a bounded number of pieces at a time
-        sub, sub_cls = split_large_triangles(tris[a:b], cls[a:b])
-        for c, d in _chunks(_box_dims(sub, shape_t)[1].prod(dim=1), _CHUNK_CANDIDATES):
-            parts.append(_voxelize_chunk(sub[c:d], sub_cls[c:d], classes, shape_t, has_cls))
-        if progress is not None:
-            progress(b / max(1, len(tris)))
+    for chunk in triangle_overlaps(tris, shape, progress):
+        p = chunk.pieces
+        normal = torch.cross(p[:, 1] - p[:, 0], p[:, 2] - p[:, 0], dim=1)  # unit normal * 2 area
+        votes = None
+        if has_cls:
+            votes = torch.zeros(len(chunk.piece), len(classes), dtype=torch.float64)
+            col = torch.searchsorted(classes, cls[chunk.source[chunk.piece]])
+            votes[torch.arange(len(chunk.piece)), col] = normal.norm(dim=1)[chunk.piece]
+        parts.append(_reduce(chunk.keys, normal[chunk.piece], votes))
     if not parts:
         empty_sem = torch.zeros(0, dtype=torch.int64) if has_cls else None
         return torch.zeros(0, 3, dtype=torch.int32), torch.zeros(0, 3), empty_sem
@@ -151,17 +69,6 @@ def voxelize_triangles(tris: np.ndarray | torch.Tensor, shape, face_class=None, 
                               torch.cat([p[2] for p in parts]) if has_cls else None)
     normals = torch.nn.functional.normalize(ns, dim=1, eps=1e-20).to(torch.float32)
     return key_to_ijk(keys), normals, _winning_class(votes, classes) if has_cls else None
-
-
-def _chunks(weights: torch.Tensor, budget: int) -> list[tuple[int, int]]:
-    """Consecutive ranges [a, b) whose summed ``weights`` stay near ``budget`` (one row at least)."""
-    if len(weights) == 0:
-        return []
-    cum = torch.cumsum(weights.to(torch.float64), 0)
-    n = int(cum[-1].item() // budget) + 1
-    cuts = torch.searchsorted(cum, torch.arange(1, n, dtype=torch.float64) * budget).tolist()
-    bounds = sorted({0, *[min(c + 1, len(weights)) for c in cuts], len(weights)})
-    return list(zip(bounds[:-1], bounds[1:]))
 
 
 def _winning_class(votes: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
@@ -175,33 +82,6 @@ def _winning_class(votes: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
     best = classes[v.argmax(dim=1)]
     best[votes[:, known].sum(1) <= 0] = UNKNOWN_CLASS
     return best
-
-
-def _voxelize_chunk(tris, cls, classes, shape_t, has_cls):
-    """Test every triangle against each voxel of its bounding box, one box offset at a time."""
-    lo, dims = _box_dims(tris, shape_t)
-    tables = _TriangleTables(tris, lo)
-    keys, tri_hits = [], []
-    dmax = dims.amax(dim=0).tolist()
-    for off in ((a, b, c) for a in range(dmax[0]) for b in range(dmax[1]) for c in range(dmax[2])):
-        active = (dims > torch.tensor(off)).all(dim=1)
-        count = int(active.sum())
-        if count == 0:
-            continue
-        if count > len(tris) // 2:  # most triangles take part: test all, no gathers
-            tri = torch.nonzero(active & tables.overlap(off, None)).squeeze(1)
-        else:
-            idx = torch.nonzero(active).squeeze(1)
-            tri = idx[tables.overlap(off, idx)]
-        keys.append(ijk_to_key(lo[tri] + torch.tensor(off)))
-        tri_hits.append(tri)
-    keys, tri = torch.cat(keys), torch.cat(tri_hits)
-    votes = None
-    if has_cls:
-        votes = torch.zeros(len(tri), len(classes), dtype=torch.float64)
-        area2 = tables.normal.norm(dim=1).to(torch.float64)
-        votes[torch.arange(len(tri)), torch.searchsorted(classes, cls[tri])] = area2[tri]
-    return _reduce(keys, tables.normal[tri].to(torch.float64), votes)  # n = unit normal * 2 area
 
 
 def voxelize_mesh(mesh: MeshData, num_levels: int = 3, mode: str = "unit_box", resolution: int = 512,

@@ -299,21 +299,6 @@ def evaluate_dataset_as_generated(generated: Sequence[Reference], references: Se
             "failed_scenes": 0, "scenes": [{"file": g.file, "prompt": g.caption} for g in generated]}
 
 
-def _grid_attributes(level: Level, device) -> tuple[Any, torch.Tensor | None, torch.Tensor | None]:
-    """The level as a GridBatch plus normals / semantics in the grid's voxel order."""
-    grid = level.grid(device)
-    order = grid.ijk_to_index(level.ijk.to(device))
-    n = grid.total_voxels
-    normals = semantics = None
-    if level.normals is not None:
-        normals = torch.zeros(n, 3, device=device)
-        normals[order] = level.normals.to(device).float()
-    if level.semantics is not None:
-        semantics = torch.full((n,), -1, dtype=torch.long, device=device)
-        semantics[order] = level.semantics.to(device).long()
-    return grid, normals, semantics
-
-
 def vae_reconstructor(pipe, level_index: int, refine: bool = False
                       ) -> Callable[[Level], tuple[torch.Tensor, torch.Tensor | None]]:
     """A function ``level -> (ijk (M, 3), semantics (M,) or None)`` reconstructing with the level's VAE.
@@ -337,7 +322,7 @@ def vae_reconstructor(pipe, level_index: int, refine: bool = False
     device = getattr(pipe, "device", torch.device("cpu"))
 
     def run(level: Level):
-        grid, normals, semantics = _grid_attributes(level, device)
+        grid, normals, semantics = level.grid_attributes(device)
         dec = vae.reconstruct(grid, normals, semantics)
         out_grid, out_normals, sem = dec.grid, dec.normals, dec.semantics
         if refine_net is not None and out_grid.total_voxels:

@@ -1,4 +1,8 @@
-"""Find the OpenVDB Python module wherever it is installed.
+"""Find the OpenVDB Python module wherever it is installed (an environment workaround, see `xcube_core.compat`).
+
+Why: OpenVDB's Python bindings are rarely pip-installable for our Python, but the ``bpy`` wheel
+(Blender as a module, our ``[vdb]`` extra) carries them; we load that copy rather than asking users to
+build OpenVDB. The fallbacks are tested in tests/io/test_io_vdb.py (no module at all: a clear error).
 
 Three places are tried, in order:
 

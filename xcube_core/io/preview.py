@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from xcube_core.errors import InvalidInputError
-from xcube_core.io.voxels import VoxelLookup, class_colors, estimate_normals, to_numpy
+from xcube_core.io.voxels import VoxelLookup, class_colors, to_numpy
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ def render_preview(level: Any, width: int = 800, height: int = 600, azimuth: flo
     voxel_normals = None
     if smooth > 0:
         voxel_normals = (to_numpy(level.normals, np.float32) if level.normals is not None
-                         else estimate_normals(ijk, lookup))
+                         else to_numpy(level.occupancy_normals(), np.float32))
     zbuf = np.full(w * h, np.inf, np.float32)
     frags = []
     for normal in np.eye(3, dtype=np.int64).tolist() + (-np.eye(3, dtype=np.int64)).tolist():

@@ -88,6 +88,7 @@ class DecodedLevel:
     semantic_logits: torch.Tensor | None  # (N, num_classes)
     step_grids: list[GridBatch]      # grid on which each step's keep logits live
     step_logits: list[torch.Tensor]  # (N_s,) keep logits per step
+    budget_dropped: int = 0          # voxels ``max_voxels`` removed (over all steps) when sampling
 
     @property
     def semantics(self) -> torch.Tensor | None:
@@ -191,8 +192,9 @@ class SparseStructureVAE(nn.Module, PretrainedMixin):
             latent: (N_lat, C_lat) on ``latent_grid``.
             target: ground-truth grid at the level's resolution for teacher forcing (training).
             keep_threshold: logit above which a voxel is kept when sampling.
-            max_voxels: safety bound on voxels at the level's resolution when sampling (keeps the
-                top logits); coarser steps get max_voxels / 8 per step up.
+            max_voxels: memory bound on voxels at the level's resolution when sampling (keeps the
+                top logits; see `decode_budget`); coarser steps get max_voxels / 8 per step up. How
+                many it removed is ``DecodedLevel.budget_dropped``.
             grid_shape: the level's box (voxels stay in [0, grid_shape)); default the config's.
             keep_support: sampling keeps every voxel of ``latent_grid`` and at least one child of
                 every kept voxel at each subdivision (its highest logit), so no voxel of the coarser
@@ -210,6 +212,7 @@ class SparseStructureVAE(nn.Module, PretrainedMixin):
         g = latent_grid
         h = self.dec_in(latent, plans.get(3, 1, g))
         step_grids, step_logits = [], []
+        dropped = 0
         steps = cfg.num_down + 1
         support = (not cfg.dense_latent) if keep_support is None else keep_support
         parents = latent_grid
@@ -231,8 +234,11 @@ class SparseStructureVAE(nn.Module, PretrainedMixin):
                 if support:
                     keep = keep | _orphan_rescue(g, logits, parents, first=s == 0)
                 budget = None if max_voxels is None else max(1, max_voxels // 8 ** (steps - 1 - s))
-                if budget is not None and int(keep.sum()) > budget:
-                    keep = logits >= torch.topk(logits, budget).values[-1]
+                wanted = int(keep.sum())
+                if budget is not None and wanted > budget:
+                    keep = torch.zeros_like(keep)
+                    keep[torch.topk(logits, budget).indices] = True  # exactly `budget`, ties included
+                    dropped += wanted - int(keep.sum())
             kept = g.pruned_grid(keep)
             parents = kept
             h = h[keep]
@@ -246,7 +252,7 @@ class SparseStructureVAE(nn.Module, PretrainedMixin):
         sem = self.semantic_head(h).float() if self.semantic_head is not None else None
         if sem is not None and parent_semantics is not None and class_prior > 0 and g.total_voxels:
             sem = _add_parent_prior(sem, g, latent_grid, parent_semantics, class_prior, 2 ** cfg.num_down)
-        return DecodedLevel(g, normals, sem, step_grids, step_logits)
+        return DecodedLevel(g, normals, sem, step_grids, step_logits, dropped)
 
     def _within_bounds(self, grid: GridBatch, levels_up: int, grid_shape=None) -> GridBatch:
         """Drop voxels outside the level's box [0, grid_shape) seen ``levels_up`` halvings coarser."""

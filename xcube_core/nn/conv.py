@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from xcube_core.sparse import ConvolutionPlan, GridBatch
+from xcube_core.sparse.backends import execute_conv
 
 
 class PlanCache:
@@ -66,7 +67,7 @@ class _SparseConvBase(nn.Module):
                 f"{type(self).__name__}(k={self.kernel_size}, s={self.stride}) got a plan with "
                 f"k={plan.kernel_size}, s={plan.stride}, transposed={plan.transposed}"
             )
-        return plan.execute(data, self.weight, self.bias)
+        return execute_conv(plan, data, self.weight, self.bias)  # fVDB for CUDA features when it imports
 
     def extra_repr(self) -> str:
         return f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"

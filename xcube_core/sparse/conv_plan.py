@@ -54,6 +54,7 @@ class ConvolutionPlan:
         self.counts = counts        # pairs per kernel offset (K,)
         self.center = center        # offset handled as identity (submanifold), else None
         self.dense_layout = None    # (source box, target box) when both grids are full boxes
+        self.backend_plans: dict = {}  # the same map re-expressed for another backend (e.g. "fvdb"), built once
         self._starts = [0]
         for c in counts:
             self._starts.append(self._starts[-1] + c)

@@ -144,17 +144,18 @@ class GridBatch:
 
     @classmethod
     def from_mesh(cls, vertices, faces, voxel_sizes=1.0, origins=None) -> "GridBatch":
-        """Grids of the voxels that a triangle mesh's surface passes through (conservative sampling).
+        """Grids of the voxels whose closed cube a triangle mesh's surface touches (exact
+        triangle/box overlap, so voxels clipped only at an edge or corner are included).
 
-        vertices: (V, 3) float per grid; faces: (F, 3) int per grid.
+        vertices: (V, 3) float per grid; faces: (F, 3) int per grid. See `ops.mesh`.
         """
-        from xcube_core.sparse.ops.mesh import surface_voxels
+        from xcube_core.sparse.ops.mesh import world_mesh_voxels
 
         vj, fj = _as_jagged(vertices, "vertices"), _as_jagged(faces, "faces")
         if vj.num_tensors != fj.num_tensors:
             raise ValueError(f"vertices and faces name {vj.num_tensors} vs {fj.num_tensors} meshes")
         vs, org = cls._world_frame(vj, voxel_sizes, origins)
-        ijk = [surface_voxels(vj[b].float(), fj[b].long(), vs[b], org[b]) for b in range(vj.num_tensors)]
+        ijk = [world_mesh_voxels(vj[b], fj[b].long(), vs[b], org[b]) for b in range(vj.num_tensors)]
         return cls.from_ijk(ijk, vs, org)
 
     @staticmethod
@@ -309,6 +310,15 @@ class GridBatch:
         if not cumulative:
             idx = torch.where(idx >= 0, idx - self._offsets[jt.jidx.long()], idx)
         return idx if isinstance(ijk, torch.Tensor) else jt.jagged_like(idx)
+
+    def occupancy_normals(self) -> JaggedTensor:
+        """Outward unit normals estimated from occupancy (26-neighbourhood; see `ops.normals`).
+
+        Returns: (N, 3) float32 per grid, in grid order; (0, 0, 1) where the neighbourhood is symmetric.
+        """
+        from xcube_core.sparse.ops.normals import occupancy_normals
+
+        return self.jagged_like(occupancy_normals(self._keys))
 
     def coords_in_grid(self, ijk):
         idx = self.ijk_to_index(ijk, cumulative=True)

@@ -20,11 +20,11 @@ float32 and weight gradients are accumulated in float32.
 
 from __future__ import annotations
 
-import ctypes
-import os
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
+
+from xcube_core.compat.thread_pinning import one_thread_hooks, pin_one_thread
 
 # Rows per tile on CPU: (TILE_ROWS, C) blocks of a few hundred KB sit in L2/L3 for C <= 128.
 TILE_ROWS = 8192
@@ -42,42 +42,16 @@ def _schedule(x: torch.Tensor, plan) -> tuple[int, int]:
     """(rows per tile, worker threads) for features ``x``."""
     if x.device.type != "cpu":
         return max(plan.target_grid.total_voxels, plan.source_grid.total_voxels, 1), 1
-    workers = torch.get_num_threads() if _one_thread_hooks() is not None and not torch.is_grad_enabled() else 1
+    workers = torch.get_num_threads() if one_thread_hooks() is not None and not torch.is_grad_enabled() else 1
     return TILE_ROWS, max(1, workers)
 
 
-# --- worker threads with one OpenMP / MKL thread each ---------------------------------------------
-def _one_thread_hooks():
-    """(omp_set_num_threads, MKL_Set_Num_Threads_Local) of the loaded runtimes, or None.
-
-    Both set a per-thread count, so a worker can run single-threaded without touching the process-wide
-    ``torch.set_num_threads``. Only torch builds with GNU OpenMP and MKL (Linux x86 wheels) have them.
-    """
-    try:
-        gomp = ctypes.CDLL("libgomp.so.1", mode=os.RTLD_NOLOAD)
-        lib = os.path.join(os.path.dirname(torch.__file__), "lib", "libtorch_cpu.so")
-        mkl = ctypes.CDLL(lib, mode=os.RTLD_NOLOAD)
-        omp_set, mkl_set = gomp.omp_set_num_threads, mkl.MKL_Set_Num_Threads_Local  # C (by-value) entry points
-    except (OSError, AttributeError):
-        return None
-    omp_set.argtypes, omp_set.restype = [ctypes.c_int], None
-    mkl_set.argtypes, mkl_set.restype = [ctypes.c_int], ctypes.c_int
-    return omp_set, mkl_set
-
-
-def _pin_one_thread() -> None:
-    """Make this worker run torch ops single-threaded (thread-local settings only)."""
-    torch.empty(1 << 16).fill_(0.0)  # let torch run its per-thread lazy thread-count init first
-    omp_set, mkl_set = _one_thread_hooks()
-    omp_set(1)
-    mkl_set(1)
-
-
+# --- worker threads with one OpenMP / MKL thread each (see xcube_core.compat.thread_pinning) ----
 def run_chunks(fn, n_items: int, workers: int) -> list:
     """[fn(i0, i1) for contiguous item ranges]; with several workers, on threads pinned to one
     OpenMP/MKL thread each (sequential where the per-thread hooks are missing)."""
     workers = min(workers, n_items)
-    if workers <= 1 or _one_thread_hooks() is None:
+    if workers <= 1 or one_thread_hooks() is None:
         return [fn(0, n_items)]
     ranges = [(n_items * w // workers, n_items * (w + 1) // workers) for w in range(workers)]
 
@@ -85,7 +59,7 @@ def run_chunks(fn, n_items: int, workers: int) -> list:
         with torch.no_grad():  # grad mode is thread-local: workers must not record graphs
             return fn(*r)
 
-    with ThreadPoolExecutor(workers, initializer=_pin_one_thread) as pool:
+    with ThreadPoolExecutor(workers, initializer=pin_one_thread) as pool:
         return list(pool.map(call, ranges))
 
 
