@@ -16,7 +16,7 @@
 #                           gets a quarter, is stopped with SIGINT when it runs out, checkpoints and
 #                           is exported from its last checkpoint)
 #   GPU_CHECK_TEST_MINUTES  budget of the pytest part (default 4)
-#   GPU_CHECK_TESTS         test paths (default: tests/sparse tests/nn tests/models tests/diffusion and the
+#   GPU_CHECK_TESTS         test paths (default: tests/sparse tests/models tests/diffusion and the
 #                           task/recipe tests; the tests use CUDA where it is available)
 #   GPU_CHECK_STEPS         optimiser steps per stage (default 300)
 #   GPU_CHECK_SCENES        training scenes generated (default 16; 4 val scenes besides)
@@ -84,7 +84,7 @@ fi
 
 # --- 2. engine and model tests on CUDA --------------------------------------------------------------
 if [[ -n "$DEVICE" ]]; then
-  read -r -a tests <<< "${GPU_CHECK_TESTS:-tests/sparse tests/nn tests/models tests/diffusion tests/train/test_tasks.py tests/train/test_recipes.py}"
+  read -r -a tests <<< "${GPU_CHECK_TESTS:-tests/sparse tests/models tests/diffusion tests/train/test_tasks.py tests/train/test_recipes.py}"
   present=(); for t in "${tests[@]}"; do [[ -e "$t" ]] && present+=("$t"); done
   say "pytest ${present[*]:-(none: GPU_CHECK_TESTS names no existing path)} (budget ${TEST_MINUTES} min)"
   if [[ ${#present[@]} -eq 0 ]]; then
