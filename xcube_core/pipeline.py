@@ -5,7 +5,9 @@ finished `Level` coarse to fine, so callers (CLI, server, add-on) show the coars
 levels still compute. Progress and cancellation go through one callback and one event.
 
 A model folder holds ``pipeline.json`` and per level ``level{i}/vae``, ``level{i}/unet`` and optional
-``level{i}/refine`` folders written by ``save_pretrained`` (safetensors + config.json).
+``level{i}/refine`` folders written by ``save_pretrained`` (safetensors + config.json). Beside each
+U-Net, ``scheduler_config.json`` holds the noise schedule it was trained with and its default sampler
+settings (sampler, steps, eta, guidance); a folder without it gets the defaults and a warning.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Callable, Iterator
 import torch
 
 from xcube_core.classes import CLASS_NAMES
+from xcube_core.diffusion.scheduler_config import SchedulerConfig, load_scheduler_config, save_scheduler_config
 from xcube_core.errors import CancelledError, InvalidInputError, ModelLoadError
 from xcube_core.level import Level
 from xcube_core.models.base import atomic_write_text
@@ -44,19 +47,31 @@ ProgressCallback = Callable[[int, int, int], None]
 
 @dataclasses.dataclass(frozen=True)
 class LevelSettings:
-    """The per-request settings every level of one `XCubePipeline.generate` call uses."""
+    """The per-request settings every level of one `XCubePipeline.generate` call uses.
 
-    steps: int
-    guidance: float
-    eta: float = 0.0
+    ``steps``, ``guidance`` and ``eta`` may be None: each level then uses its own sampler defaults
+    (`for_level`, from the level's ``scheduler_config.json``).
+    """
+
+    steps: int | None
+    guidance: float | None
+    eta: float | None = 0.0
     scale: int = 1
     callback: "ProgressCallback | None" = None
     cancel: threading.Event | None = None
 
+    def for_level(self, scheduler: SchedulerConfig) -> "LevelSettings":
+        """These settings with every None replaced by ``scheduler``'s default."""
+        return dataclasses.replace(
+            self, steps=scheduler.num_inference_steps if self.steps is None else self.steps,
+            guidance=float(scheduler.guidance_scale if self.guidance is None else self.guidance),
+            eta=scheduler.eta if self.eta is None else self.eta)
+
 
 @dataclasses.dataclass
 class LevelModels:
-    """The networks of one level and the latent scale measured on training data.
+    """The networks of one level, the latent scale measured on training data, and the noise schedule
+    and sampler defaults the U-Net was trained with.
 
     ``class_prior``: nats added to the semantic logits of the class of each voxel's parent in the
     coarser level (0 = off; see ``SparseStructureVAE.decode``). Stored per level in pipeline.json.
@@ -67,6 +82,7 @@ class LevelModels:
     refine: RefineNet | None
     latent_scale: float
     class_prior: float = 0.0
+    scheduler: SchedulerConfig = dataclasses.field(default_factory=SchedulerConfig)
 
 
 class XCubePipeline:
@@ -135,7 +151,8 @@ class XCubePipeline:
             refine = RefineNet.from_pretrained(d / "refine", device) if (d / "refine").is_dir() else None
             levels.append(LevelModels(SparseStructureVAE.from_pretrained(d / "vae", device),
                                       SparseUNet.from_pretrained(d / "unet", device), refine,
-                                      float(lv["latent_scale"]), float(lv.get("class_prior", 0.0))))
+                                      float(lv["latent_scale"]), float(lv.get("class_prior", 0.0)),
+                                      load_scheduler_config(d / "unet")))
         text = build_text_encoder(meta["text_encoder"])
         return cls(levels, text, meta.get("model_id", root.name), tuple(meta.get("class_names", CLASS_NAMES)),
                    device, precision, max_voxel_fraction=meta.get("max_voxel_fraction"))
@@ -146,6 +163,7 @@ class XCubePipeline:
             d = root / f"level{i}"
             lv.vae.save_pretrained(d / "vae")
             lv.unet.save_pretrained(d / "unet")
+            save_scheduler_config(lv.scheduler, d / "unet")
             if lv.refine is not None:
                 lv.refine.save_pretrained(d / "refine")
         meta = {"format": 1, "model_id": self.model_id, "class_names": list(self.class_names),
@@ -174,9 +192,9 @@ class XCubePipeline:
             raise InvalidInputError("prompt is empty; describe the scene, e.g. 'a quiet suburban street'")
         if len(prompt) > MAX_PROMPT_CHARS:
             raise InvalidInputError(f"prompt has {len(prompt)} characters; the limit is {MAX_PROMPT_CHARS}")
-        if not isinstance(steps, int) or not 1 <= steps <= MAX_STEPS:
+        if steps is not None and (not isinstance(steps, int) or not 1 <= steps <= MAX_STEPS):
             raise InvalidInputError(f"steps must be an integer in 1..{MAX_STEPS}, got {steps!r}")
-        if not (isinstance(guidance, (int, float)) and 0.0 <= float(guidance) <= 30.0):
+        if guidance is not None and not (isinstance(guidance, (int, float)) and 0.0 <= float(guidance) <= 30.0):
             raise InvalidInputError(f"guidance must be a number in 0..30, got {guidance!r}")
         n = self.num_levels if num_levels is None else num_levels
         if not isinstance(n, int) or not 1 <= n <= self.num_levels:
@@ -188,11 +206,14 @@ class XCubePipeline:
         return n
 
     @torch.no_grad()
-    def generate(self, prompt: str, *, seed: int = 0, steps: int = 25, guidance: float = 3.0,
+    def generate(self, prompt: str, *, seed: int = 0, steps: int | None = None, guidance: float | None = None,
                  num_levels: int | None = None, condition: Level | None = None,
                  callback: ProgressCallback | None = None, cancel: threading.Event | None = None,
-                 eta: float = 0.0, scale: int = 1) -> Iterator[Level]:
+                 eta: float | None = None, scale: int = 1) -> Iterator[Level]:
         """Yield each level coarse to fine. See the module docstring and `Level`.
+
+        ``steps``, ``guidance`` and ``eta`` default (None) to each level's ``scheduler_config.json``
+        (25, 3 and 0 for the shipped model); a value given applies to every level.
 
         ``scale`` (1..MAX_SCALE) multiplies the scene's X/Y extent: the coarsest dense latent grows
         with it and every finer level stays sparse, so a 4x scene (e.g. 256 m x 256 m with a
@@ -209,16 +230,18 @@ class XCubePipeline:
             raise InvalidInputError("a layout condition fixes the scene size; use scale=1 with it")
         gen = torch.Generator(device="cpu").manual_seed(int(seed))
         text = self.text_encoder.encode([prompt, ""])
-        meta = {"prompt": prompt, "seed": int(seed), "model_id": self.model_id, "steps": steps,
-                "guidance": float(guidance), "scale": scale}
-        settings = LevelSettings(steps, float(guidance), eta, scale, callback, cancel)
+        meta = {"prompt": prompt, "seed": int(seed), "model_id": self.model_id, "scale": scale}
+        settings = LevelSettings(steps, None if guidance is None else float(guidance), eta, scale, callback, cancel)
         prev: Level | None = None
         for i in range(n):
             t0 = time.perf_counter()
             if i == 0 and condition is not None:
                 level = _condition_level(condition, self.class_names)
             else:
-                level = self._generate_level(i, prev, text, gen, settings)
+                lv_settings = settings.for_level(self.levels[i].scheduler)
+                level = self._generate_level(i, prev, text, gen, lv_settings)
+                level.metadata = {**level.metadata, "steps": lv_settings.steps, "guidance": lv_settings.guidance,
+                                  "sampler": self.levels[i].scheduler.sampler}
             level.seconds = time.perf_counter() - t0
             level.metadata = {**meta, **level.metadata, "level": i}
             logger.info("level %d: %d voxels at %.3g m in %.2f s", i, level.num_voxels, level.voxel_size,
@@ -249,12 +272,15 @@ class XCubePipeline:
             return self._decode(i, x, lat_grid, prev_grid, shape, cond_s)
 
     def _denoise(self, i, lat_grid: GridBatch, text, gen, settings: "LevelSettings", cond_n, cond_s) -> torch.Tensor:
-        """DDIM with classifier-free guidance on ``lat_grid``. Returns the latent (N_lat, C_lat)."""
-        from xcube_core.diffusion.ddim import DDIMScheduler
+        """The level's sampler (DDIM by default) with classifier-free guidance on ``lat_grid``.
+        Returns the latent (N_lat, C_lat)."""
         from xcube_core.diffusion.guidance import guide_doubled
 
         lv = self.levels[i]
-        sched = DDIMScheduler()
+        sched = lv.scheduler.make_sampler()  # the schedule the U-Net was trained with
+        if settings.steps > sched.num_train_timesteps:
+            raise InvalidInputError(f"steps={settings.steps} exceeds level {i}'s {sched.num_train_timesteps} "
+                                    "training steps")
         sched.set_timesteps(settings.steps)
         x = torch.randn(lat_grid.total_voxels, lv.unet.config.latent_channels, generator=gen).to(self.device)
         grid2 = GridBatch.cat([lat_grid, lat_grid])

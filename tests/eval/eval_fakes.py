@@ -73,8 +73,9 @@ class FakePipeline:
         self.calls: list[tuple[str, int]] = []
         self.empty_prompts = empty_prompts
 
-    def generate(self, prompt, *, seed=0, steps=25, guidance=3.0, num_levels=None, condition=None,
+    def generate(self, prompt, *, seed=0, steps=None, guidance=None, num_levels=None, condition=None,
                  callback=None, cancel=None):
+        steps = 25 if steps is None else steps  # None: the model's default, as XCubePipeline does
         if not isinstance(prompt, str) or not prompt.strip():
             raise InvalidInputError("prompt is empty")
         if not 1 <= steps <= 1000:

@@ -45,11 +45,15 @@ def test_generation_against_copies_of_the_reference(fake, reference_dir, tmp_pat
     assert r["class_fractions"]["total_variation"] == pytest.approx(0.0, abs=1e-12)
     assert [s["prompt"] for s in r["scenes"]] == [row["caption"] for row in read_manifest(reference_dir)]
     assert r["failed_scenes"] == 0 and r["finest_voxel_size"] == 1.0
+    # the fake makes exact copies of the references: same hierarchy figures on both sides
+    gen, data = r["hierarchy"]["generated"]["L0-L1"], r["hierarchy"]["reference"]["L0-L1"]
+    assert gen["orphan_rate"] == data["orphan_rate"] == 0.0 and gen["scenes"] == data["scenes"] == 6
+    assert gen["class_agreement"] == pytest.approx(data["class_agreement"])
 
 
 def test_generation_with_one_prompt_loses_coverage(fake, reference_dir, tmp_path):
     out = tmp_path / "gen.json"
-    assert main(["eval", "generation", "--model", "fake", "--reference", str(reference_dir),  # --num: all 6
+    assert main(["eval", "generation", "--model", "fake", "--reference", str(reference_dir), "--num", "6",
                  "--prompt", "a quiet field", "--points", "256", "--out", str(out), "--no-progress"]) == 0
     r = json.loads(out.read_text())
     assert r["num"] == 6
@@ -82,6 +86,8 @@ def test_vae_iou_matches_direct_computation(fake, reference_dir, tmp_path):
         got = r["levels"][str(li)]
         assert got["mean_iou"] == pytest.approx(sum(expected) / 3)
         assert 0 < got["mean_iou"] < 1 and got["mean_semantic_accuracy"] == 1.0
+        # every dropped voxel has a kept neighbour at i == 1: a hit at 1-voxel tolerance, a miss for IoU
+        assert got["mean_precision_1"] == 1.0 and got["mean_fscore_1"] == 1.0
 
 
 def test_vae_rejects_unknown_level(fake, reference_dir, capsys):

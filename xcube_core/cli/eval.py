@@ -1,23 +1,30 @@
-"""`xcube eval generation | vae | prompts`: measure a model and write a JSON report.
+"""`xcube eval generation | vae | prompts | contact-sheet`: measure a model and write a JSON report.
 
 Examples::
 
     xcube data procedural --out data/scenes --split test --count 100
     xcube eval generation --model default --reference data/scenes --num 100 --seed 0 --out gen.json
-    xcube eval vae --model default --reference data/scenes --num 50 --out vae.json
+    xcube eval vae --model default --reference data/scenes --num 32 --out vae.json
     xcube eval prompts --model default --pairs builtin --seeds 8 --out prompts.json
     xcube eval prompts --model runs/m1/export --pairs my_pairs.json --kinds paraphrase
+    xcube eval contact-sheet --model runs/v2 --compare default --out docs/images/contact_sheet.png
 
 generation: N scenes generated from the captions of N held-out test scenes (seed S + i), compared
     with those scenes: MMD, COV and 1-NNA on the Chamfer distance between 2048 points sampled on each
     finest level's surface, every shape normalised into [-1, 1]^3 (as LION / XCube do), plus the
-    mean per-class voxel fractions.
-vae: voxel IoU (and semantic agreement) of each level's VAE reconstruction of held-out scenes.
+    mean per-class voxel fractions, the orphan rate (coarse voxels with no child in the next level)
+    and parent/child class agreement, each next to the same figure on the held-out data.
+vae: voxel IoU, F-score at 1 voxel (26-neighbourhood) and semantic agreement of each level's VAE
+    reconstruction of held-out scenes.
 prompts: pairs of prompts with / without an attribute (tall buildings, trees, water, density),
     generated with the same seeds; how often the scene moves the right way. Built-in pairs come in
     two kinds: 'caption' (training-caption wording) and 'paraphrase' (wording never in training).
 
-Targets of the default model: 1-NNA <= 65 %, COV >= 45 %, prompt control >= 80 %, VAE IoU >= 0.90.
+contact-sheet: 8 fixed prompts x 2 seeds, all levels side by side in one PNG (--compare: two models).
+
+Targets of the default model v2 (issue 11): 1-NNA <= 58 % and COV >= 50 % at N = 64, VAE IoU >= 0.95 /
+0.85 (1 m / 0.25 m), F-score at 1 voxel >= 0.97, orphan rate <= 2 %, class agreement within 2 points
+of the data, prompt control >= 90 % (every attribute >= 80 %).
 """
 
 from __future__ import annotations
@@ -35,7 +42,11 @@ _GENERATION_HELP = (
     "Generate N scenes from the captions of N held-out scenes (scene i with seed S + i) and compare the "
     "two sets: MMD, COV and 1-NNA on the Chamfer distance between 2048 points sampled on each finest "
     "level's surface (uniform on the exposed voxel faces), every shape normalised into [-1, 1]^3 as "
-    "LION / XCube do; plus the mean per-class voxel fractions. Targets: 1-NNA <= 65 %, COV >= 45 %.")
+    "LION / XCube do; plus the mean per-class voxel fractions, and the orphan rate (share of coarse "
+    "voxels with no child in the next level: holes, hollow roofs) and parent/child class agreement of the "
+    "generated hierarchies next to the same figures on the held-out data (orphan rate 0 there by "
+    "construction). Targets (v2): 1-NNA <= 58 %, COV >= 50 % at N = 64, orphan rate <= 2 %, class "
+    "agreement within 2 points of the data.")
 _PROMPTS_HELP = (
     "Pairs of prompts with / without an attribute (tall buildings, trees, water, density), generated "
     "with the same seeds; reports how often the scene moves the right way. Built-in pairs come in two "
@@ -52,7 +63,7 @@ def register(sub) -> None:
     g = esub.add_parser("generation", help="MMD / COV / 1-NNA (Chamfer) vs held-out scenes, class fractions",
                         description=_GENERATION_HELP)
     _model_args(g)
-    _reference_args(g, default_num=None)
+    _reference_args(g, default_num=64)
     g.add_argument("--seed", type=int, default=0, help="seed of scene 0; scene i uses seed+i (default 0)")
     g.add_argument("--prompt", default=None, help="one prompt for every scene (default: each reference's caption)")
     g.add_argument("--generated", type=pathlib.Path, default=None, metavar="DIR",
@@ -73,9 +84,12 @@ def register(sub) -> None:
                         "by structure prediction and report the voxel IoU with the input (and the semantic "
                         "agreement on shared voxels), per model level. --model may also be one trained VAE "
                         "folder (config.json + model.safetensors, e.g. a training run's model/), to check a "
-                        "VAE before the pipeline is assembled. Target: IoU >= 0.90.")
+                        "VAE before the pipeline is assembled. Also the F-score at a 1-voxel tolerance "
+                        "(precision: reconstructed voxels with a true voxel in their 26-neighbourhood; "
+                        "recall: the other way round). Targets (v2): IoU >= 0.95 / 0.85 at 1 m / 0.25 m, "
+                        "F-score >= 0.97.")
     _model_args(v)
-    _reference_args(v, default_num=50)
+    _reference_args(v, default_num=32)
     v.add_argument("--levels", type=int, nargs="+", default=None, metavar="L",
                    help="model levels to evaluate (default all)")
     v.add_argument("--refine", action="store_true",
@@ -100,7 +114,31 @@ def register(sub) -> None:
     _generation_args(p)
     _out_arg(p, "eval_prompts.json")
     p.set_defaults(func=run_prompts)
+    _register_contact_sheet(esub)
     ev.set_defaults(func=lambda args: ev.print_help() or 2)
+
+
+def _register_contact_sheet(esub) -> None:
+    from xcube_core.eval.contact_sheet import CONTACT_PROMPTS, CONTACT_SEEDS
+
+    c = esub.add_parser(
+        "contact-sheet", help="one PNG: 8 fixed prompts x 2 seeds, every level side by side (optionally 2 models)",
+        description="Generate the same fixed prompts with the same seeds and lay out every level of every "
+        "scene side by side, labelled (prompt, seed, level, voxel size, voxel count); --compare adds a "
+        "second model's column group, e.g. v1 next to v2. The prompts (one per scene style):\n  "
+        + "\n  ".join(CONTACT_PROMPTS), formatter_class=argparse.RawDescriptionHelpFormatter)
+    _model_args(c)
+    c.add_argument("--compare", default=None, metavar="PATH|default",
+                   help="a second model shown to the right of --model (e.g. --model NEW --compare default)")
+    c.add_argument("--seeds", type=int, nargs="+", default=list(CONTACT_SEEDS),
+                   help=f"seeds per prompt (default {' '.join(map(str, CONTACT_SEEDS))})")
+    c.add_argument("--prompts", type=pathlib.Path, default=None, metavar="FILE",
+                   help="a text file with one prompt per line instead of the fixed 8")
+    c.add_argument("--tile", default="240x180", metavar="WxH", help="size of one level's image (default 240x180)")
+    _generation_args(c)
+    c.add_argument("--out", type=pathlib.Path, default=pathlib.Path("docs/images/contact_sheet.png"),
+                   metavar="FILE.png", help="PNG to write (default docs/images/contact_sheet.png)")
+    c.set_defaults(func=run_contact_sheet)
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
@@ -120,8 +158,10 @@ def _reference_args(p: argparse.ArgumentParser, default_num: int | None) -> None
 
 
 def _generation_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--steps", type=int, default=25, help="diffusion steps per level (default 25)")
-    p.add_argument("--guidance", type=float, default=3.0, help="classifier-free guidance scale (default 3)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="diffusion steps per level (default: the model's scheduler_config.json, 25 for v1)")
+    p.add_argument("--guidance", type=float, default=None,
+                   help="classifier-free guidance scale (default: the model's, 3 for v1)")
 
 
 def _out_arg(p: argparse.ArgumentParser, default: str) -> None:
@@ -160,7 +200,8 @@ def _finish(result: dict, out: pathlib.Path) -> int:
 def run_generation(args) -> int:
     from xcube_core.eval import runners
 
-    _check_positive(num=1 if args.num is None else args.num, points=args.points, steps=args.steps)
+    _check_positive(num=1 if args.num is None else args.num, points=args.points,
+                    steps=1 if args.steps is None else args.steps)
     refs = runners.load_references(args.reference, args.num, args.split)
     if args.generated is not None:
         gen = runners.load_references(args.generated, args.num, args.generated_split)
@@ -202,7 +243,7 @@ def run_prompts(args) -> int:
     from xcube_core.eval import runners
     from xcube_core.eval.prompt_control import load_pairs
 
-    _check_positive(seeds=args.seeds, steps=args.steps)
+    _check_positive(seeds=args.seeds, steps=1 if args.steps is None else args.steps)
     pairs = load_pairs(args.pairs, args.attributes, args.kinds)
     seeds = list(range(args.seed_start, args.seed_start + args.seeds))
     with _quiet_pipeline(args):
@@ -211,3 +252,50 @@ def run_prompts(args) -> int:
                                           progress=not args.no_progress)
     result["pairs_source"] = args.pairs
     return _finish(result, args.out)
+
+
+def _parse_tile(text: str) -> tuple[int, int]:
+    w, sep, h = text.lower().partition("x")
+    try:
+        tile = (int(w), int(h))
+    except ValueError:
+        tile = (0, 0)
+    if not sep or not (64 <= tile[0] <= 1024 and 48 <= tile[1] <= 1024):
+        raise InvalidInputError(f"--tile {text!r}: expected WxH with 64 <= W <= 1024 and 48 <= H <= 1024, e.g. 240x180")
+    return tile
+
+
+def run_contact_sheet(args) -> int:
+    from PIL import Image
+    from tqdm.auto import tqdm
+
+    from xcube_core.eval import runners
+    from xcube_core.eval.contact_sheet import CONTACT_PROMPTS, compose_sheet, generate_cells
+
+    tile = _parse_tile(args.tile)
+    prompts = list(CONTACT_PROMPTS)
+    if args.prompts is not None:
+        if not args.prompts.is_file():
+            raise InvalidInputError(f"--prompts {args.prompts} does not exist; pass a text file, one prompt a line")
+        prompts = [line.strip() for line in args.prompts.read_text(encoding="utf-8").splitlines() if line.strip()]
+        if not prompts:
+            raise InvalidInputError(f"--prompts {args.prompts} holds no prompt")
+    _check_positive(seeds=len(args.seeds), steps=1 if args.steps is None else args.steps)
+    specs = [args.model] + ([args.compare] if args.compare else [])
+    columns, levels = [], []
+    with _quiet_pipeline(args):
+        for spec in specs:
+            pipe = runners.load_pipeline(spec, args.device)
+            bar = tqdm(total=len(prompts) * len(args.seeds), desc=f"{pipe.model_id}", disable=args.no_progress)
+            with bar:
+                columns.append(generate_cells(pipe, prompts, args.seeds, steps=args.steps, guidance=args.guidance,
+                                              tile=tile, on_cell=lambda: bar.update(1)))
+            levels.append(pipe.num_levels)
+            del pipe
+    title = " vs ".join(c[0].model_id for c in columns) + f": {len(prompts)} prompts x {len(args.seeds)} seeds"
+    sheet = compose_sheet(columns, levels, tile=tile, title=title)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(sheet).save(args.out, format="PNG", optimize=True)
+    failed = sum(c.error is not None for col in columns for c in col)
+    print(f"wrote {args.out} ({sheet.shape[1]}x{sheet.shape[0]}, {failed} failed scenes)")
+    return 0

@@ -20,8 +20,11 @@ def register(sub) -> None:
     p.add_argument("prompt", help='what to generate, e.g. "a quiet suburban street lined with houses and oak trees"')
     p.add_argument("--out", type=pathlib.Path, default=pathlib.Path("outputs/scene"), help="output folder (default outputs/scene)")
     p.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same scene (default 0)")
-    p.add_argument("--steps", type=int, default=25, help="DDIM steps per level, 1..1000 (default 25)")
-    p.add_argument("--guidance", type=float, default=3.0, help="classifier-free guidance scale, 0..30 (default 3)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="sampling steps per level, 1..1000 (default: the model's scheduler_config.json; 25 for "
+                        "the shipped model)")
+    p.add_argument("--guidance", type=float, default=None,
+                   help="classifier-free guidance scale, 0..30 (default: the model's; 3 for the shipped model)")
     p.add_argument("--levels", type=int, default=None, help="stop after this many levels (default: all)")
     p.add_argument("--model", type=pathlib.Path, default=None, help="model folder (default: the shipped model)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
@@ -76,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
                                scale=args.scale or (4 if args.size == "large" else 1)):
         files = write_level_outputs(level, args.out, args.mesh_format, args.mesh_mode, not args.no_preview)
         info = {"level": level.index, "voxels": level.num_voxels, "voxel_size_m": level.voxel_size,
+                "steps": level.metadata.get("steps"), "guidance": level.metadata.get("guidance"),
                 "seconds": round(level.seconds, 3), "since_start_seconds": round(time.perf_counter() - start, 3),
                 "files": files, "class_voxels": class_histogram(level)}
         summary["levels"].append(info)

@@ -7,12 +7,17 @@ Examples::
     xcube train diffusion --level 1 --data data/procedural --out runs/diff1 --config diff1.yaml -o lr=1e-4
     torchrun --standalone --nproc_per_node 2 -m xcube_core train vae --level 0 --data D --out runs/vae0
     xcube train toy --out /tmp/toy --max-steps 50          # smoke test of the machinery, no data
+    xcube train vae --level 2 --recipe my_recipe.json --data D --out runs/vae2  # a level the recipe adds
+    xcube train vae --level 1 --init-from xcube_core/assets/default_model --data D --out runs/vae1b
 
 Configuration, lowest to highest priority: defaults; with --resume, the run's saved config; the
 --config file (YAML/JSON with `train:` and `task:` sections, or flat trainer fields); command-line
 options. The resolved config is printed at start and saved as OUT/train_config.json and in every
 checkpoint. Output: OUT/checkpoints/step_*/ (safetensors + trainer.json, last --keep-last kept),
-OUT/tb/ (TensorBoard), OUT/metrics.jsonl, and OUT/model/ (EMA weights for the pipeline) at the end.
+OUT/tb/ (TensorBoard), OUT/metrics.jsonl (train scalars every --log-every steps, val_loss and its terms
+every --val-every steps), and OUT/model/ (EMA weights for the pipeline; diffusion adds its
+scheduler_config.json) at the end. Diffusion runs take the noise schedule and sampler defaults from
+the recipe, or -o prediction_type=epsilon, -o num_train_timesteps=500, -o guidance_scale=4, ...
 SIGINT/SIGTERM finish the current step, write a checkpoint and exit with 130/143.
 """
 
@@ -32,6 +37,7 @@ logger = logging.getLogger(__name__)
 _TRAIN_OPTIONS = {
     "max_steps": int, "batch_size": int, "lr": float, "weight_decay": float, "warmup_steps": int,
     "grad_clip": float, "ema_decay": float, "seed": int, "num_workers": int, "log_every": int,
+    "val_every": int, "val_batches": int,
     "ckpt_every": int, "keep_last": int, "device": str, "lr_schedule": str,
 }
 
@@ -52,6 +58,11 @@ def register(sub) -> None:
                         help="start from the weights of a shipped/exported model: a pipeline folder "
                              "(e.g. xcube_core/assets/default_model), a run folder or a model folder; "
                              "new optimiser and EMA (ignored when --resume finds a checkpoint)")
+    parser.add_argument("--recipe", type=pathlib.Path, default=None, metavar="FILE_OR_MODEL_DIR",
+                        help="per-level architecture to train from: a recipe JSON/YAML file or a model folder "
+                             "(its recipe.json, or its networks' configs); default the built-in recipe "
+                             "(xcube_core/train/recipes.py). A recipe with more levels adds levels by "
+                             "configuration alone, e.g. --level 2 at 0.125 m")
     parser.add_argument("--export-only", action="store_true",
                         help="only export OUT/model from the newest checkpoint (EMA weights), no training")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
@@ -82,6 +93,9 @@ def _help(name: str) -> str:
         "weight_decay": "AdamW weight decay", "warmup_steps": "linear LR warm-up steps",
         "grad_clip": "max gradient norm (0 = off)", "ema_decay": "EMA decay (0 = off)", "seed": "random seed",
         "num_workers": "DataLoader workers", "log_every": "steps between logged scalars",
+        "val_every": "steps between validation losses on the val split (0 = off); logged as val_loss and "
+                     "val_<term> to metrics.jsonl and TensorBoard",
+        "val_batches": "val-split batches per validation (the same ones every time)",
         "ckpt_every": "steps between checkpoints", "keep_last": "checkpoints to keep",
         "device": "auto | cpu | cuda | cuda:N", "lr_schedule": "constant | cosine",
     }[name]
@@ -117,6 +131,8 @@ def resolve(args: argparse.Namespace) -> tuple[dict, dict]:
         train.update(file_train)
         task.update(file_task)
     train.update({k: getattr(args, k) for k in (*_TRAIN_OPTIONS, "precision", "ddp_find_unused") if getattr(args, k) is not None})
+    if args.recipe is not None:
+        task["recipe"] = str(args.recipe)
     task.update(_parse_task_options(args.task_options))
     return train, task
 

@@ -31,6 +31,7 @@ class DDIMScheduler(SamplerBase):
         beta_start: first beta of the linear schedule.
         beta_end: last beta of the linear schedule.
         prediction_type: ``"v_prediction"`` (default) or ``"epsilon"``.
+        beta_schedule: ``"linear"`` (default) or ``"scaled_linear"``.
         timestep_spacing: ``"trailing"`` (default) or ``"leading"``, see ``make_timesteps``.
         set_alpha_to_one: if True the final step targets ``alpha_bar = 1`` (returns the clean
             estimate); if False it targets ``alpha_bar_0`` as the original DDIM code does.
@@ -44,8 +45,9 @@ class DDIMScheduler(SamplerBase):
         prediction_type: str = "v_prediction",
         timestep_spacing: str = "trailing",
         set_alpha_to_one: bool = True,
+        beta_schedule: str = "linear",
     ) -> None:
-        super().__init__(num_train_timesteps, beta_start, beta_end, prediction_type, timestep_spacing)
+        super().__init__(num_train_timesteps, beta_start, beta_end, prediction_type, timestep_spacing, beta_schedule)
         self.set_alpha_to_one = bool(set_alpha_to_one)
         one = torch.tensor(1.0, dtype=torch.float64)
         self.final_alpha_cumprod = one if self.set_alpha_to_one else self.alphas_cumprod[0]

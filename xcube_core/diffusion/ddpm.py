@@ -24,6 +24,7 @@ class DDPMScheduler(SamplerBase):
         beta_start: first beta of the linear schedule.
         beta_end: last beta of the linear schedule.
         prediction_type: ``"v_prediction"`` (default) or ``"epsilon"``.
+        beta_schedule: ``"linear"`` (default) or ``"scaled_linear"``.
         timestep_spacing: ``"trailing"`` (default) or ``"leading"``.
         variance_type: ``"fixed_small"`` (the posterior variance ``beta_tilde``, default) or
             ``"fixed_large"`` (``beta``), DDPM section 3.2.
@@ -37,10 +38,11 @@ class DDPMScheduler(SamplerBase):
         prediction_type: str = "v_prediction",
         timestep_spacing: str = "trailing",
         variance_type: str = "fixed_small",
+        beta_schedule: str = "linear",
     ) -> None:
         if variance_type not in VARIANCE_TYPES:
             raise ValueError(f"variance_type must be one of {VARIANCE_TYPES}, got {variance_type!r}")
-        super().__init__(num_train_timesteps, beta_start, beta_end, prediction_type, timestep_spacing)
+        super().__init__(num_train_timesteps, beta_start, beta_end, prediction_type, timestep_spacing, beta_schedule)
         self.variance_type = variance_type
 
     def step(

@@ -2,7 +2,8 @@
 
 Notation (Ho et al. 2020; Salimans & Ho 2022 for v):
 
-* ``beta_t`` linear from ``beta_start`` to ``beta_end`` over ``T`` training steps, ``t = 0..T-1``.
+* ``beta_t`` linear from ``beta_start`` to ``beta_end`` over ``T`` training steps, ``t = 0..T-1``
+  (``beta_schedule="linear"``), or linear in ``sqrt(beta)`` (``"scaled_linear"``, Stable Diffusion's).
 * ``alpha_bar_t = prod_{s<=t} (1 - beta_s)``; we write ``a = alpha_bar_t`` below.
 * ``x_t = sqrt(a) * x0 + sqrt(1 - a) * eps``                   (:meth:`NoiseSchedule.add_noise`)
 * ``v   = sqrt(a) * eps - sqrt(1 - a) * x0``                   (:meth:`NoiseSchedule.get_velocity`)
@@ -40,6 +41,8 @@ __all__ = [
 ]
 
 TIMESTEP_SPACINGS = ("leading", "trailing")
+BETA_SCHEDULES = ("linear", "scaled_linear")
+PREDICTION_TYPES = ("v_prediction", "epsilon")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,12 +54,14 @@ class ScheduleConfig:
         beta_start: ``beta_0``.
         beta_end: ``beta_{T-1}``.
         prediction_type: what the network predicts: ``"v_prediction"`` (default) or ``"epsilon"``.
+        beta_schedule: ``"linear"`` (default) or ``"scaled_linear"`` (linear in ``sqrt(beta)``).
     """
 
     num_train_timesteps: int = 1000
     beta_start: float = 1e-4
     beta_end: float = 0.02
     prediction_type: str = "v_prediction"
+    beta_schedule: str = "linear"
 
 
 class NoiseSchedule:
@@ -67,6 +72,7 @@ class NoiseSchedule:
         beta_start: first beta, in (0, 1).
         beta_end: last beta, in [beta_start, 1).
         prediction_type: ``"v_prediction"`` or ``"epsilon"``; used by samplers' ``step``.
+        beta_schedule: ``"linear"`` or ``"scaled_linear"``.
 
     Attributes:
         betas: Shape: (T,), float64, CPU.
@@ -80,6 +86,7 @@ class NoiseSchedule:
         beta_start: float = 1e-4,
         beta_end: float = 0.02,
         prediction_type: str = "v_prediction",
+        beta_schedule: str = "linear",
     ) -> None:
         if not isinstance(num_train_timesteps, int) or num_train_timesteps < 2:
             raise ValueError(f"num_train_timesteps must be an int >= 2, got {num_train_timesteps!r}")
@@ -87,10 +94,16 @@ class NoiseSchedule:
             raise ValueError(
                 f"need 0 < beta_start <= beta_end < 1, got beta_start={beta_start}, beta_end={beta_end}"
             )
-        if prediction_type not in ("v_prediction", "epsilon"):
-            raise ValueError(f"prediction_type must be 'v_prediction' or 'epsilon', got {prediction_type!r}")
-        self.config = ScheduleConfig(num_train_timesteps, float(beta_start), float(beta_end), prediction_type)
-        self.betas = torch.linspace(beta_start, beta_end, num_train_timesteps, dtype=torch.float64)
+        if prediction_type not in PREDICTION_TYPES:
+            raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}")
+        if beta_schedule not in BETA_SCHEDULES:
+            raise ValueError(f"beta_schedule must be one of {BETA_SCHEDULES}, got {beta_schedule!r}")
+        self.config = ScheduleConfig(num_train_timesteps, float(beta_start), float(beta_end), prediction_type,
+                                     beta_schedule)
+        if beta_schedule == "linear":
+            self.betas = torch.linspace(beta_start, beta_end, num_train_timesteps, dtype=torch.float64)
+        else:  # scaled_linear
+            self.betas = torch.linspace(beta_start ** 0.5, beta_end ** 0.5, num_train_timesteps, dtype=torch.float64) ** 2
         self.alphas = 1.0 - self.betas
         self.alphas_cumprod = torch.cumprod(self.alphas, dim=0)
 
@@ -222,7 +235,7 @@ class SamplerBase(NoiseSchedule):
     Subclasses implement ``step(model_output, t, sample, eta=..., generator=...) -> prev_sample``.
 
     Args:
-        num_train_timesteps, beta_start, beta_end, prediction_type: see :class:`NoiseSchedule`.
+        num_train_timesteps, beta_start, beta_end, prediction_type, beta_schedule: see :class:`NoiseSchedule`.
         timestep_spacing: ``"trailing"`` (default) or ``"leading"``, see :func:`make_timesteps`.
 
     Attributes:
@@ -237,8 +250,9 @@ class SamplerBase(NoiseSchedule):
         beta_end: float = 0.02,
         prediction_type: str = "v_prediction",
         timestep_spacing: str = "trailing",
+        beta_schedule: str = "linear",
     ) -> None:
-        super().__init__(num_train_timesteps, beta_start, beta_end, prediction_type)
+        super().__init__(num_train_timesteps, beta_start, beta_end, prediction_type, beta_schedule)
         make_timesteps(num_train_timesteps, 1, timestep_spacing)  # validates the spacing name
         self.timestep_spacing = timestep_spacing
         self.set_timesteps(num_train_timesteps)

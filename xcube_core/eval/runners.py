@@ -21,6 +21,7 @@ from xcube_core.errors import DataError, InvalidInputError, XCubeError
 from xcube_core.eval import metrics as M
 from xcube_core.eval.pointclouds import level_point_cloud
 from xcube_core.eval.prompt_control import PromptPair, level_statistics, outcome, summarize
+from xcube_core.eval.structure import voxel_fscore
 from xcube_core.level import Level
 
 log = logging.getLogger(__name__)
@@ -122,21 +123,54 @@ def _bar(items, progress: bool, desc: str, total: int | None = None):
     return tqdm(items, desc=desc, total=total)
 
 
-def generate_finest(pipe, prompt: str, seed: int, steps: int, guidance: float) -> tuple[Level | None, str | None]:
-    """Run the pipeline to its finest level. Returns (level, None) or (None, error message).
+def generate_levels(pipe, prompt: str, seed: int, steps: int | None, guidance: float | None
+                    ) -> tuple[list[Level] | None, str | None]:
+    """Run the pipeline through all its levels. Returns (levels coarse to fine, None) or (None, error).
 
     A level that comes out empty makes the pipeline raise before the next level; that counts as a
-    failed (empty) scene, not as an error of the evaluation.
+    failed (empty) scene, not as an error of the evaluation. ``steps`` / ``guidance`` None use the
+    model's own defaults (its scheduler_config.json).
     """
-    last = None
+    levels: list[Level] = []
     try:
-        for last in pipe.generate(prompt, seed=seed, steps=steps, guidance=guidance):
-            pass
+        for level in pipe.generate(prompt, seed=seed, steps=steps, guidance=guidance):
+            levels.append(level)
     except XCubeError as exc:
         return None, f"{type(exc).__name__}: {exc}"
-    if last is None or last.num_voxels == 0:
+    if not levels or levels[-1].num_voxels == 0:
         return None, "empty scene"
-    return last, None
+    return levels, None
+
+
+def generate_finest(pipe, prompt: str, seed: int, steps: int | None, guidance: float | None
+                    ) -> tuple[Level | None, str | None]:
+    """Run the pipeline to its finest level. Returns (level, None) or (None, error message)."""
+    levels, err = generate_levels(pipe, prompt, seed, steps, guidance)
+    return (None, err) if levels is None else (levels[-1], None)
+
+
+def hierarchy_stats(scenes: Sequence[Sequence[Level] | None]) -> dict[str, Any]:
+    """Mean orphan rate and parent/child class agreement between consecutive levels of each scene.
+
+    Failed scenes (None) are left out (they are counted by the caller). Returns
+    ``{"L0-L1": {"orphan_rate", "class_agreement", "scenes"}, ...}``.
+    """
+    from xcube_core.eval.structure import orphan_rate, parent_child_class_agreement
+
+    out: dict[str, Any] = {}
+    for levels in scenes:
+        for parent, child in zip(levels or (), (levels or ())[1:]):
+            factor = int(round(float(parent.voxel_size) / float(child.voxel_size)))
+            row = out.setdefault(f"L{parent.index}-L{child.index}", {"orphan": [], "agree": [],
+                                                                      "factor": factor})
+            row["orphan"].append(orphan_rate(parent.ijk, child.ijk, factor))
+            if parent.semantics is not None and child.semantics is not None:
+                a = parent_child_class_agreement(parent.ijk, parent.semantics, child.ijk, child.semantics, factor)
+                if not math.isnan(a):
+                    row["agree"].append(a)
+    return {k: {"voxel_ratio": v["factor"], "orphan_rate": sum(v["orphan"]) / len(v["orphan"]),
+                "class_agreement": sum(v["agree"]) / len(v["agree"]) if v["agree"] else float("nan"),
+                "scenes": len(v["orphan"])} for k, v in out.items()}
 
 
 def _clouds(levels: Sequence[Level | None], num_points: int, seed: int, normalize: str) -> torch.Tensor:
@@ -188,6 +222,17 @@ def compare_sets(generated: Sequence[Level | None], reference: Sequence[Level], 
     }
 
 
+def _levels_like(ref: Reference, voxel_sizes: Sequence[float]) -> list[Level] | None:
+    """The reference's levels at the model's voxel sizes, indexed like the model's (None if one is missing)."""
+    out = []
+    for j, vs in enumerate(voxel_sizes):
+        lvl = ref.level_at(float(vs))
+        if not math.isclose(float(lvl.voxel_size), float(vs), rel_tol=1e-6):
+            return None
+        out.append(dataclasses.replace(lvl, index=j))
+    return out
+
+
 def evaluate_generation(pipe, references: Sequence[Reference], *, seed: int = 0, steps: int = 25,
                         guidance: float = 3.0, prompt: str | None = None, num_points: int = 2048,
                         normalize: str = "box", backend: str = "auto", progress: bool = True) -> dict[str, Any]:
@@ -195,19 +240,24 @@ def evaluate_generation(pipe, references: Sequence[Reference], *, seed: int = 0,
 
     Returns:
         A dict with ``metrics`` (MMD-CD, COV-CD, 1-NNA-CD and its per-set parts), ``class_fractions``
-        (mean generated vs reference per class, and their total-variation distance), ``scenes``
+        (mean generated vs reference per class, and their total-variation distance), ``hierarchy``
+        (orphan rate and parent/child class agreement per pair of consecutive levels, generated and
+        reference side by side, see `xcube_core.eval.structure`), ``scenes``
         (prompt, seed, voxels, seconds, error per generated scene) and the settings used.
     """
     if not references:
         raise InvalidInputError("no reference scenes; pass --num >= 1")
     finest_vs = float(pipe.voxel_sizes[-1])
     generated: list[Level | None] = []
+    hierarchies: list[list[Level] | None] = []
     scenes = []
     for i, ref in enumerate(_bar(references, progress, "generating")):
         text = prompt or ref.caption or "an outdoor scene"
         t0 = time.perf_counter()
-        lvl, err = generate_finest(pipe, text, seed + i, steps, guidance)
+        levels, err = generate_levels(pipe, text, seed + i, steps, guidance)
+        lvl = None if levels is None else levels[-1]
         generated.append(lvl)
+        hierarchies.append(levels)
         scenes.append({"prompt": text, "seed": seed + i, "voxels": lvl.num_voxels if lvl else 0,
                        "seconds": time.perf_counter() - t0, "error": err, "reference": ref.file})
         if err:
@@ -219,9 +269,11 @@ def evaluate_generation(pipe, references: Sequence[Reference], *, seed: int = 0,
     result = compare_sets(generated, ref_levels, tuple(pipe.class_names), seed=seed, num_points=num_points,
                           normalize=normalize, backend=backend, device=getattr(pipe, "device", "cpu"),
                           progress=progress)
+    ref_hierarchies = [_levels_like(r, pipe.voxel_sizes) for r in references]
+    hierarchy = {"generated": hierarchy_stats(hierarchies), "reference": hierarchy_stats(ref_hierarchies)}
     return {
         "task": "generation", "model_id": getattr(pipe, "model_id", "?"), "num": len(references),
-        "seed": seed, "steps": steps, "guidance": guidance, **result,
+        "seed": seed, "steps": steps, "guidance": guidance, **result, "hierarchy": hierarchy,
         "finest_voxel_size": finest_vs, "reference_voxel_size": float(ref_levels[0].voxel_size),
         "failed_scenes": sum(s["error"] is not None for s in scenes), "scenes": scenes,
     }
@@ -282,7 +334,8 @@ def vae_reconstructor(pipe, level_index: int, refine: bool = False
 
 def evaluate_vae(pipe, references: Sequence[Reference], *, levels: Sequence[int] | None = None,
                  refine: bool = False, progress: bool = True) -> dict[str, Any]:
-    """Voxel IoU (and semantic agreement on shared voxels) of VAE reconstructions, per model level.
+    """Voxel IoU, F-score at 1 voxel (26-neighbourhood; precision and recall), and semantic agreement
+    on shared voxels of VAE reconstructions, per model level.
 
     The reference level with the model level's voxel size is encoded to the posterior mean and
     decoded by structure prediction (then refined, with ``refine``); IoU compares the decoded voxel
@@ -306,12 +359,17 @@ def evaluate_vae(pipe, references: Sequence[Reference], *, levels: Sequence[int]
             acc = float("nan")
             if sem is not None and lvl.semantics is not None:
                 acc = M.matched_semantic_accuracy(lvl.ijk, lvl.semantics, ijk, sem)
+            fs = voxel_fscore(lvl.ijk, ijk, tolerance=1)
             rows.append({"file": ref.file, "iou": M.voxel_iou(lvl.ijk, ijk), "semantic_accuracy": acc,
+                         "fscore_1": fs["fscore"], "precision_1": fs["precision"], "recall_1": fs["recall"],
                          "voxels": lvl.num_voxels, "reconstructed_voxels": int(ijk.shape[0]),
                          "seconds": time.perf_counter() - t0})
         ious = [r["iou"] for r in rows]
         accs = [r["semantic_accuracy"] for r in rows if not math.isnan(r["semantic_accuracy"])]
+        mean = {k: sum(r[k] for r in rows) / len(rows) for k in ("fscore_1", "precision_1", "recall_1")}
         per_level[str(li)] = {"voxel_size": vs, "mean_iou": sum(ious) / len(ious), "min_iou": min(ious),
+                              "mean_fscore_1": mean["fscore_1"], "mean_precision_1": mean["precision_1"],
+                              "mean_recall_1": mean["recall_1"],
                               "mean_semantic_accuracy": sum(accs) / len(accs) if accs else float("nan"),
                               "samples": rows}
     return {"task": "vae", "model_id": getattr(pipe, "model_id", "?"), "num": len(references),

@@ -11,6 +11,8 @@ heads predict normals and semantic classes. In training the next grid follows th
 (teacher forcing); in sampling it follows the logits.
 
 Loss = sum over decoder steps of BCE(structure) + L1(normals) + CE(semantics) + kl_weight * KL.
+``losses`` also reports each step's BCE (``structure_s0`` = the coarsest step, ...), detached, so a
+training log shows which step carries the structure loss.
 """
 
 from __future__ import annotations
@@ -275,16 +277,19 @@ class SparseStructureVAE(nn.Module, PretrainedMixin):
     def losses(self, dec: DecodedLevel, grid, normals, semantics, mean, logvar, lat_grid) -> dict:
         cfg = self.config
         structure = 0.0
+        per_step = {}
         steps = len(dec.step_grids)
         for s, (g, logit) in enumerate(zip(dec.step_grids, dec.step_logits)):
             factor = 2 ** (steps - 1 - s)
             gt = grid.coarsened_grid(factor) if factor > 1 else grid
             occ = gt.coords_in_grid(g.ijk).jdata.float()
-            structure = structure + F.binary_cross_entropy_with_logits(logit.float(), occ)
+            step_bce = F.binary_cross_entropy_with_logits(logit.float(), occ)
+            per_step[f"structure_s{s}"] = step_bce.detach()  # coarsest step first: each step's share
+            structure = structure + step_bce
         # teacher forcing makes dec.grid == grid: align attributes by coordinates
         idx = grid.ijk_to_index(dec.grid.ijk, cumulative=True).jdata
         n_loss = (dec.normals - normals[idx].float()).abs().sum(1).mean()
-        out = {"structure": structure, "normal": n_loss}
+        out = {"structure": structure, **per_step, "normal": n_loss}
         total = structure + cfg.normal_weight * n_loss
         if dec.semantic_logits is not None and semantics is not None:
             tgt = semantics[idx].long()

@@ -3,7 +3,10 @@
     python -m xcube_core.train.assemble --runs .cache/runs --out xcube_core/assets/default_model
 
 Expects RUNS/vae{i}/model, RUNS/diffusion{i}/model and optionally RUNS/refine{i}/model for levels
-0, 1, ...; the latent scale and text encoder come from the diffusion model's saved config.
+0, 1, ... (any number); the latent scale and text encoder come from the diffusion model's saved
+config, the noise schedule and sampler defaults from its scheduler_config.json. Writes the pipeline
+folder: pipeline.json, recipe.json (the per-level architecture, to retrain it with
+``xcube train --recipe OUT``) and level{i}/{vae,unet,refine}/.
 """
 
 from __future__ import annotations
@@ -18,8 +21,15 @@ import torch
 
 from xcube_core.classes import CLASS_NAMES
 from xcube_core.errors import ModelLoadError
-from xcube_core.models.base import atomic_write_text
+from xcube_core.diffusion.scheduler_config import (
+    SCHEDULER_FILE,
+    SchedulerConfig,
+    load_scheduler_config,
+    save_scheduler_config,
+)
+from xcube_core.models.base import atomic_write_text, config_to_dict
 from xcube_core.pipeline import PIPELINE_FILE
+from xcube_core.train.recipes import DEFAULT_RECIPE_DATA, TEXT_ENCODER, recipe_from_dict, save_recipe
 
 
 def copy_weights(src: pathlib.Path, dst: pathlib.Path, dtype: torch.dtype | None) -> None:
@@ -39,9 +49,46 @@ def copy_weights(src: pathlib.Path, dst: pathlib.Path, dtype: torch.dtype | None
     save_file(tensors, str(dst), metadata=meta)
 
 
+def _copy_part(src: pathlib.Path, dst: pathlib.Path, dtype: torch.dtype | None) -> None:
+    shutil.rmtree(dst, ignore_errors=True)
+    dst.mkdir(parents=True)
+    shutil.copy2(src / "config.json", dst / "config.json")
+    copy_weights(src / "model.safetensors", dst / "model.safetensors", dtype)
+    if (src / SCHEDULER_FILE).is_file():
+        shutil.copy2(src / SCHEDULER_FILE, dst / SCHEDULER_FILE)
+
+
+def _level_recipe(runs: pathlib.Path, i: int, dest: pathlib.Path) -> dict:
+    """The JSON recipe of assembled level ``dest``: network configs as shipped, data levels and crop
+    from the diffusion run's ``train_config.json`` (else the default recipe's level of that voxel size)."""
+    parts = {p: json.loads((dest / p / "config.json").read_text())["config"]
+             for p in ("vae", "unet", "refine") if (dest / p / "config.json").is_file()}
+    trained = {}
+    for run in (f"diffusion{i}", f"vae{i}"):
+        cfg = runs / run / "train_config.json"
+        if cfg.is_file():
+            trained = json.loads(cfg.read_text()).get("task_config", {}).get("recipe", {})
+            break
+    if "data_levels" not in trained:
+        same = [lv for lv in DEFAULT_RECIPE_DATA["levels"] if lv["vae"]["voxel_size"] == parts["vae"]["voxel_size"]]
+        if not same:
+            raise ModelLoadError(f"level {i}: no train_config.json in {runs}/diffusion{i} to read data_levels from")
+        trained = same[0]
+    if "refine" not in parts:
+        parts["refine"] = trained.get("refine", {"voxel_size": parts["vae"]["voxel_size"]})
+    sched = config_to_dict(load_scheduler_config(dest / "unet"))
+    return {"data_levels": trained["data_levels"], "crop": trained.get("crop"), "scheduler": sched, **parts}
+
+
 def assemble(runs: pathlib.Path, out: pathlib.Path, model_id: str, refine: bool = True,
              dtype: torch.dtype | None = None, class_prior: float = 0.0) -> pathlib.Path:
-    levels, text = [], None
+    """Copy RUNS/{vae,diffusion,refine}{i}/model into OUT/level{i}/{vae,unet,refine} for i = 0, 1, ...
+    and write ``pipeline.json`` and ``recipe.json`` (the architecture, schedule and sampler defaults).
+
+    Raises:
+        ModelLoadError: a level's diffusion run is missing or was not exported by ``xcube train``.
+    """
+    levels, text, recipe_levels = [], None, []
     i = 0
     while (runs / f"vae{i}" / "model").is_dir():
         unet_dir = runs / f"diffusion{i}" / "model"
@@ -50,6 +97,9 @@ def assemble(runs: pathlib.Path, out: pathlib.Path, model_id: str, refine: bool 
         extra = json.loads((unet_dir / "config.json").read_text()).get("extra", {})
         if "latent_scale" not in extra:
             raise ModelLoadError(f"{unet_dir}/config.json has no latent_scale; export it with xcube train")
+        if not (unet_dir / SCHEDULER_FILE).is_file():
+            print(f"note: {unet_dir} has no {SCHEDULER_FILE} (exported before schedules were saved); "
+                  "recording the default schedule it was trained with", file=sys.stderr)
         text = text or extra.get("text_encoder")
         dest = out / f"level{i}"
         parts = [("vae", runs / f"vae{i}" / "model"), ("unet", unet_dir)]
@@ -58,14 +108,16 @@ def assemble(runs: pathlib.Path, out: pathlib.Path, model_id: str, refine: bool 
         shutil.rmtree(dest / "refine", ignore_errors=True)
         for name, src in parts:
             if src.is_dir():
-                shutil.rmtree(dest / name, ignore_errors=True)
-                (dest / name).mkdir(parents=True)
-                shutil.copy2(src / "config.json", dest / name / "config.json")
-                copy_weights(src / "model.safetensors", dest / name / "model.safetensors", dtype)
+                _copy_part(src, dest / name, dtype)
+        if not (dest / "unet" / SCHEDULER_FILE).is_file():
+            save_scheduler_config(SchedulerConfig(), dest / "unet")
         levels.append({"latent_scale": float(extra["latent_scale"]), **({"class_prior": class_prior} if i else {})})
+        recipe_levels.append(_level_recipe(runs, i, dest))
         i += 1
     if not levels:
         raise ModelLoadError(f"no trained levels under {runs} (expected {runs}/vae0/model ...)")
+    recipe, _ = recipe_from_dict({"levels": recipe_levels, "text_encoder": text or TEXT_ENCODER})
+    save_recipe(recipe, out, text or TEXT_ENCODER)
     meta = {"format": 1, "model_id": model_id, "class_names": list(CLASS_NAMES), "text_encoder": text,
             "levels": levels}
     atomic_write_text(out / PIPELINE_FILE, json.dumps(meta, indent=2) + "\n")

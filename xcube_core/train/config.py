@@ -55,6 +55,11 @@ class TrainConfig:
         precision: ``"bf16"``, ``"fp32"`` or ``"auto"`` (bf16 autocast where natively supported).
         device: ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``.
         log_every: steps between progress/TensorBoard scalars.
+        val_every: steps between validation losses on the ``val`` split (0 disables them; a task
+            without a val split logs a warning and trains on). Each validation uses the same
+            ``val_batches`` batches and the same generator, so its values are comparable across steps.
+        val_batches: batches of the val split per validation (the first ``val_batches * batch_size``
+            items, in order).
         ckpt_every: steps between checkpoints (one is also written at the end and on SIGINT/SIGTERM).
         keep_last: checkpoints kept on disk (older ones are deleted).
         seed: seeds the model init, the data order and the loss generator.
@@ -78,6 +83,8 @@ class TrainConfig:
     precision: str = "auto"
     device: str = "auto"
     log_every: int = 10
+    val_every: int = 250
+    val_batches: int = 4
     ckpt_every: int = 500
     keep_last: int = 3
     seed: int = 0
@@ -89,12 +96,12 @@ class TrainConfig:
         def bad(name: str, expected: str) -> InvalidInputError:
             return InvalidInputError(f"train config {name}={getattr(self, name)!r}: expected {expected}")
 
-        positive_ints = ("batch_size", "max_steps", "log_every", "ckpt_every", "keep_last")
+        positive_ints = ("batch_size", "max_steps", "log_every", "ckpt_every", "keep_last", "val_batches")
         for name in positive_ints:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise bad(name, "an integer >= 1")
-        for name in ("warmup_steps", "num_workers", "seed"):
+        for name in ("warmup_steps", "num_workers", "seed", "val_every"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise bad(name, "an integer >= 0")

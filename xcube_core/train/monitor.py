@@ -64,17 +64,29 @@ class Monitor:
         scalars = {**scalars, "steps_per_s": rate}
         if not self.enabled:
             return scalars
-        if self.writer is not None:
-            for name, value in scalars.items():
-                self.writer.add_scalar(f"train/{name}", value, step)
-            self.writer.flush()
-        with open(self.metrics_path, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps({"step": step, **scalars}) + "\n")
+        self._record(step, {f"train/{k}": v for k, v in scalars.items()}, scalars)
         if self.bar is not None:
             self.bar.set_postfix(loss=f"{scalars.get('loss', float('nan')):.4g}", steps_s=f"{rate:.2f}", refresh=True)
         else:
             logger.info("step %d: %s", step, ", ".join(f"{k}={v:.4g}" for k, v in scalars.items()))
         return scalars
+
+    def log_val(self, step: int, scalars: dict[str, float]) -> None:
+        """Record validation scalars (``val_loss``, ``val_<term>``): TensorBoard ``val/<term>`` and one
+        ``metrics.jsonl`` line ``{"step": step, "val_loss": ..., ...}``."""
+        if not self.enabled:
+            return
+        self._record(step, {f"val/{k.removeprefix('val_')}": v for k, v in scalars.items()}, scalars)
+        self.message(f"step {step}: val_loss={scalars.get('val_loss', float('nan')):.4g}")
+
+    def _record(self, step: int, tagged: dict[str, float], scalars: dict[str, float]) -> None:
+        """TensorBoard scalars under their tags, and one metrics.jsonl line ``{"step": ..., **scalars}``."""
+        if self.writer is not None:
+            for tag, value in tagged.items():
+                self.writer.add_scalar(tag, value, step)
+            self.writer.flush()
+        with open(self.metrics_path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps({"step": step, **scalars}) + "\n")
 
     def message(self, text: str) -> None:
         """Log a line without breaking the bar."""

@@ -1,6 +1,7 @@
 """Training tasks of the XCube models: per-level VAE, diffusion U-Net and refinement network.
 
-Each task implements `xcube_core.train.task.TrainTask` for one level of `recipes.DEFAULT_RECIPE`.
+Each task implements `xcube_core.train.task.TrainTask` for one level of a recipe
+(`recipes.DEFAULT_RECIPE`, or the one given with ``-o recipe=FILE_OR_MODEL_DIR`` / ``--recipe``).
 Diffusion and refinement train on a frozen, already trained VAE of the same level (``vae_path``).
 """
 
@@ -19,7 +20,8 @@ from xcube_core.models.refine import RefineNet
 from xcube_core.models.unet import SparseUNet
 from xcube_core.models.vae import SparseStructureVAE
 from xcube_core.sparse import GridBatch, JaggedTensor
-from xcube_core.train.recipes import DEFAULT_RECIPE, TEXT_ENCODER, LevelRecipe
+from xcube_core.diffusion.scheduler_config import SchedulerConfig, save_scheduler_config
+from xcube_core.train.recipes import DEFAULT_RECIPE, TEXT_ENCODER, LevelRecipe, load_recipe
 
 logger = logging.getLogger(__name__)
 
@@ -43,20 +45,27 @@ class _LevelTask:
     # options of the task itself (not model fields), with their help; model fields come on top
     own_options: dict[str, str] = {
         "crop": "training crop in voxels of the level's grid (X = Y), or null for whole scenes",
+        "recipe": "recipe JSON file or model folder to build the level from (xcube train --recipe)",
     }
 
     def __init__(self, level: int, data_dir: pathlib.Path | None, overrides: dict) -> None:
-        if level not in DEFAULT_RECIPE:
-            raise InvalidInputError(f"level must be one of {sorted(DEFAULT_RECIPE)}, got {level}")
+        overrides = dict(overrides)
+        source = overrides.pop("recipe", None)
+        self.recipes, self.text_encoder_config = load_recipe(source) if source else (DEFAULT_RECIPE, TEXT_ENCODER)
+        if level not in self.recipes:
+            where = f"recipe {source}" if source else "the default recipe"
+            raise InvalidInputError(f"level must be one of {sorted(self.recipes)} in {where}, got {level}; "
+                                    "fix: pass --recipe FILE with more levels")
         self.level = level
         self.data_dir = data_dir
-        self.recipe: LevelRecipe = DEFAULT_RECIPE[level]
-        self.overrides = self._apply_options(dict(overrides))
+        self.recipe: LevelRecipe = self.recipes[level]
+        self.overrides = self._apply_options(overrides)
 
     @classmethod
-    def valid_options(cls, level: int = 0) -> dict[str, str]:
+    def valid_options(cls, level: int = 0, recipes: dict[int, LevelRecipe] | None = None) -> dict[str, str]:
         """Every ``-o KEY`` the task accepts: its own options and its network's config fields."""
-        part = getattr(DEFAULT_RECIPE.get(level, DEFAULT_RECIPE[0]), cls.model_part)
+        recipes = recipes or DEFAULT_RECIPE
+        part = getattr(recipes.get(level, recipes[0]), cls.model_part)
         fields = {f.name: f"{cls.model_part} config field (default {getattr(part, f.name)!r})"
                   for f in dataclasses.fields(part)}
         return {**fields, **cls.own_options}
@@ -67,7 +76,7 @@ class _LevelTask:
         Returns the task's own options (crop is applied here too). An unknown key, or a value of the
         wrong type, is an error that lists the valid keys: options never pass silently.
         """
-        valid = self.valid_options(self.level)
+        valid = self.valid_options(self.level, self.recipes)
         unknown = sorted(set(overrides) - set(valid))
         if unknown:
             listing = "\n".join(f"  {k}: {v}" for k, v in sorted(valid.items()))
@@ -111,7 +120,12 @@ class _LevelTask:
         return Batch(grids, normals, sems, list(batch["captions"]))
 
     def config(self) -> dict:
-        return {"task": self.name, "level": self.level, "recipe": config_to_dict(self.recipe),
+        recipe = config_to_dict(self.recipe)
+        if self.recipe.scheduler == SchedulerConfig():
+            # recorded only when it differs from the default, so checkpoints written before the
+            # recipe had a scheduler still resume (their task config is compared key by key)
+            recipe.pop("scheduler")
+        return {"task": self.name, "level": self.level, "recipe": recipe,
                 "overrides": {k: str(v) for k, v in self.overrides.items()}}
 
     def _frozen_vae(self) -> SparseStructureVAE:
@@ -168,8 +182,24 @@ def crop_batch(grids: list[GridBatch], normals: list[torch.Tensor], sems: list[t
     return out_g, out_n, out_s
 
 
+def _as_float(value):
+    """``value`` as a float when it is an int or a numeric string (YAML 1.1 reads ``1e-4`` as text)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
 def _typed_replace(config, changes: dict):
-    """``config`` with ``changes`` applied, each value checked against the field's default type."""
+    """``config`` with ``changes`` applied, each value checked against the field's default type
+    (an integer or a number YAML read as text is accepted for a float field: ``-o guidance_scale=3``,
+    ``-o beta_start=1e-4``)."""
+    current = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+    changes = {k: _as_float(v) if isinstance(current.get(k), float) else v for k, v in changes.items()}
     merged = config_from_dict(type(config), {**config_to_dict(config), **changes})
     for key in changes:
         old, new = getattr(config, key), getattr(merged, key)
@@ -202,14 +232,28 @@ class DiffusionTask(_LevelTask):
     own_options = {
         **_LevelTask.own_options,
         "vae_path": "the trained VAE of this level (a model folder, e.g. a VAE run's model/) [required]",
-        "text_encoder": f"text encoder name (default {TEXT_ENCODER['name']!r})",
+        "text_encoder": f"text encoder name (default {TEXT_ENCODER['name']!r}, or the recipe's), or a config "
+                        "mapping, e.g. '{name: hash, dim: 384}' where MiniLM is not installed",
         "posterior": "diffuse posterior 'mean' (default) or 'sample'",
         "latent_scale": "latent scale (default: measured as 1 / std over training scenes)",
+        **{f.name: f"noise schedule / sampler default (recipe value {getattr(SchedulerConfig(), f.name)!r} "
+                   "by default), saved as scheduler_config.json with the model"
+           for f in dataclasses.fields(SchedulerConfig)},
     }
+
+    def _apply_options(self, overrides: dict) -> dict:
+        rest = super()._apply_options(overrides)
+        sched = {k: rest.pop(k) for k in list(rest) if k in {f.name for f in dataclasses.fields(SchedulerConfig)}}
+        if sched:
+            try:
+                new = _typed_replace(self.recipe.scheduler, sched)
+            except ValueError as exc:
+                raise InvalidInputError(f"scheduler option(s) {sched}: {exc}") from exc
+            self.recipe = dataclasses.replace(self.recipe, scheduler=new)
+        return rest
 
     def __init__(self, level, data_dir, overrides) -> None:
         super().__init__(level, data_dir, overrides)
-        from xcube_core.diffusion.schedule import NoiseSchedule
         from xcube_core.models.text import build_text_encoder
 
         self.vae = self._frozen_vae()
@@ -217,10 +261,12 @@ class DiffusionTask(_LevelTask):
             self.recipe = dataclasses.replace(self.recipe, unet=dataclasses.replace(
                 self.recipe.unet, latent_channels=self.vae.config.latent_channels))
         self._cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-        text_cfg = {"name": self.overrides.get("text_encoder", TEXT_ENCODER["name"])}
+        text_opt = self.overrides.get("text_encoder", self.text_encoder_config["name"])
+        # a name, or a full config such as {name: hash, dim: 384} (a stand-in of the right width)
+        text_cfg = dict(text_opt) if isinstance(text_opt, dict) else {"name": str(text_opt)}
         self.text = build_text_encoder(text_cfg)
         self.text_config = self.text.config()
-        self.schedule = NoiseSchedule()
+        self.schedule = self.recipe.scheduler.noise_schedule()
         # "mean" (default): diffuse posterior means. With our weak KL most of a posterior sample's
         # variance is encoder noise (measured: 76 % at level 0, 93 % at level 1), which the U-Net
         # cannot learn from; the decoder reads means well (it is what reconstruction uses).
@@ -292,7 +338,7 @@ class DiffusionTask(_LevelTask):
         noise = torch.randn(z.shape, generator=generator)
         jidx = grid.jidx.long()
         x_t = self.schedule.add_noise(z, noise, t, jidx)
-        target = self.schedule.get_velocity(z, noise, t, jidx)
+        target = self.schedule.training_target(z, noise, t, jidx)  # v or eps, as the recipe's schedule says
         pred = model(x_t, grid, t, emb.tokens, emb.mask, emb.pooled, cond_n, cond_s)
         loss = v_prediction_loss(pred.float(), target, jidx, n_items)
         return loss, {"latent_voxels": float(grid.total_voxels)}
@@ -300,6 +346,7 @@ class DiffusionTask(_LevelTask):
     def export(self, model, out_dir: pathlib.Path) -> None:
         model.save_pretrained(out_dir, extra={"task": self.name, "level": self.level,
                                               "latent_scale": self.latent_scale, "text_encoder": self.text_config})
+        save_scheduler_config(self.recipe.scheduler, out_dir)  # inference uses what training used
 
 
 def coarse_condition(b: Batch, latent_grid: GridBatch) -> tuple[torch.Tensor, torch.Tensor]:

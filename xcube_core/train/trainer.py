@@ -45,6 +45,7 @@ from xcube_core.train.distributed import (
 )
 from xcube_core.train.monitor import Monitor
 from xcube_core.train.task import TrainTask
+from xcube_core.train.validation import Validator
 
 __all__ = ["TrainResult", "Trainer", "move_to_device"]
 
@@ -303,8 +304,9 @@ class Trainer:
         result = TrainResult(step=run.step, losses=[], checkpoint=run.checkpoint)
         monitor = Monitor(self.out_dir, run.step, self.config.max_steps, enabled=info.is_main,
                           progress=self.progress, tensorboard=self.tensorboard)
+        validator = Validator(self.task, self.config, run.device, run.precision) if info.is_main else None
         with monitor, self._signals():
-            self._loop(run, monitor, result)
+            self._loop(run, monitor, result, validator)
             if result.interrupted:
                 monitor.message(f"interrupted at step {run.step}: checkpoint {result.checkpoint}; continue with --resume")
         if not result.interrupted and self.config.export_at_end:
@@ -312,7 +314,7 @@ class Trainer:
         result.step = run.step
         return result
 
-    def _loop(self, run: _Run, monitor: Monitor, result: TrainResult) -> None:
+    def _loop(self, run: _Run, monitor: Monitor, result: TrainResult, validator: Validator | None = None) -> None:
         cfg = self.config
         window: dict[str, float] = {}
         batches = self._batches(run)
@@ -328,6 +330,10 @@ class Trainer:
             if run.step % cfg.log_every == 0 or run.step == cfg.max_steps:
                 monitor.log(run.step, self._reduce_window(run, window))
                 window = {}
+            if validator is not None and cfg.val_every and (run.step % cfg.val_every == 0 or run.step == cfg.max_steps):
+                scalars = validator(run.model)
+                if scalars is not None:
+                    monitor.log_val(run.step, scalars)
             stop = self._should_stop(run)
             if stop or run.step % cfg.ckpt_every == 0 or run.step == cfg.max_steps:
                 result.checkpoint = self._save(run)
