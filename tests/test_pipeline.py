@@ -146,3 +146,30 @@ def test_shipped_model_makes_a_usable_nested_scene():
         assert 0 in classes and len(classes) >= 4, classes  # ground and several kinds of things
         assert "voxel_budget" not in level.metadata
         assert torch.allclose(level.normals.norm(dim=1), torch.ones(level.num_voxels), atol=1e-3)
+
+
+def test_decoding_priors_travel_in_pipeline_json_and_act(tmp_path):
+    """keep_support / class_prior are per-level settings of the model folder, and they change the output."""
+    import json
+
+    pipe = XCubePipeline.tiny(seed=0)
+    pipe.save_pretrained(tmp_path / "m")
+    meta = json.loads((tmp_path / "m" / "pipeline.json").read_text())
+    assert meta["levels"][1]["keep_support"] is True and meta["levels"][1]["class_prior"] == 0.0
+    meta["levels"][1].update(keep_support=False, class_prior=50.0)
+    (tmp_path / "m" / "pipeline.json").write_text(json.dumps(meta))
+    edited = XCubePipeline.from_pretrained(tmp_path / "m")
+    assert (edited.levels[1].keep_support, edited.levels[1].class_prior) == (False, 50.0)
+    plain = XCubePipeline.from_pretrained(tmp_path / "m")
+    plain.levels[1].class_prior = 0.0
+    for p in (edited, plain):  # the prior acts on the decoder; a refinement net would have the last word
+        p.levels[1].refine = None
+    base = list(plain.generate("a farm", seed=1, steps=2))
+    # a prior of 50 nats: every fine voxel carries its parent's class
+    coarse, fine = list(edited.generate("a farm", seed=1, steps=2))
+    assert torch.equal(fine.ijk, base[1].ijk)
+    grid, _, parent_cls = coarse.grid_attributes("cpu")
+    factor = round(coarse.voxel_size / fine.voxel_size)
+    idx = grid.ijk_to_index(torch.div(fine.ijk, factor, rounding_mode="floor"))
+    assert bool((idx >= 0).all()) and torch.equal(fine.semantics.long(), parent_cls[idx].long())
+    assert not torch.equal(base[1].semantics.long(), parent_cls[idx].long())  # without it they differ

@@ -74,7 +74,9 @@ class LevelModels:
     and sampler defaults the U-Net was trained with.
 
     ``class_prior``: nats added to the semantic logits of the class of each voxel's parent in the
-    coarser level (0 = off; see ``SparseStructureVAE.decode``). Stored per level in pipeline.json.
+    coarser level (0 = off; see ``SparseStructureVAE.decode``). ``keep_support``: the decoder keeps
+    at least one child of every coarser voxel (no orphans; on by default). Both are stored per level
+    in pipeline.json.
     """
 
     vae: SparseStructureVAE
@@ -82,6 +84,7 @@ class LevelModels:
     refine: RefineNet | None
     latent_scale: float
     class_prior: float = 0.0
+    keep_support: bool = True
     scheduler: SchedulerConfig = dataclasses.field(default_factory=SchedulerConfig)
 
 
@@ -152,7 +155,7 @@ class XCubePipeline:
             levels.append(LevelModels(SparseStructureVAE.from_pretrained(d / "vae", device),
                                       SparseUNet.from_pretrained(d / "unet", device), refine,
                                       float(lv["latent_scale"]), float(lv.get("class_prior", 0.0)),
-                                      load_scheduler_config(d / "unet")))
+                                      bool(lv.get("keep_support", True)), load_scheduler_config(d / "unet")))
         text = build_text_encoder(meta["text_encoder"])
         return cls(levels, text, meta.get("model_id", root.name), tuple(meta.get("class_names", CLASS_NAMES)),
                    device, precision, max_voxel_fraction=meta.get("max_voxel_fraction"))
@@ -169,7 +172,7 @@ class XCubePipeline:
         meta = {"format": 1, "model_id": self.model_id, "class_names": list(self.class_names),
                 "text_encoder": self.text_encoder.config(),
                 "levels": [{"latent_scale": lv.latent_scale, "voxel_size": lv.vae.config.voxel_size,
-                            "class_prior": lv.class_prior}
+                            "class_prior": lv.class_prior, "keep_support": lv.keep_support}
                            for lv in self.levels]}
         if self.max_voxel_fraction is not None:
             meta["max_voxel_fraction"] = self.max_voxel_fraction
@@ -304,7 +307,8 @@ class XCubePipeline:
         if self.max_voxel_fraction is not None:
             budget = budget.capped(int(shape[0] * shape[1] * shape[2] * self.max_voxel_fraction), "max_voxel_fraction")
         dec = lv.vae.decode(x / lv.latent_scale, lat_grid, max_voxels=budget.max_voxels, grid_shape=shape,
-                            parent_semantics=cond_s, class_prior=lv.class_prior)
+                            parent_semantics=cond_s, class_prior=lv.class_prior,
+                            keep_support=None if lv.keep_support else False)
         grid, normals, sem = dec.grid, dec.normals, dec.semantics
         metadata = {}
         if dec.budget_dropped:
