@@ -7,16 +7,24 @@ through one main-thread queue (see ``jobs``).
 
 import bpy
 
-from . import handlers, jobs, operators, panel, preferences, properties
+from . import handlers, history, jobs, local_server_ops, operators, panel, preferences, properties
 
 classes = (
     preferences.XCUBE_AP_preferences,
+    history.XCUBE_PG_history_item,
     properties.XCUBE_PG_settings,
     operators.XCUBE_OT_generate,
     operators.XCUBE_OT_refine_selection,
     operators.XCUBE_OT_cancel,
     operators.XCUBE_OT_randomize_seed,
     operators.XCUBE_OT_test_connection,
+    local_server_ops.XCUBE_OT_server_start,
+    local_server_ops.XCUBE_OT_server_stop,
+    local_server_ops.XCUBE_OT_server_detect_python,
+    history.XCUBE_UL_history,
+    history.XCUBE_OT_history_select,
+    history.XCUBE_OT_history_copy,
+    history.XCUBE_OT_history_rerun,
     panel.XCUBE_PT_main,
 )
 
@@ -29,6 +37,7 @@ def register():
 
 
 def unregister():
+    local_server_ops.unregister()  # stops the local server this Blender started, if any
     jobs.cancel_all()
     if handlers.on_load_post in bpy.app.handlers.load_post:
         bpy.app.handlers.load_post.remove(handlers.on_load_post)
