@@ -24,6 +24,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -162,7 +163,7 @@ def probe_python(python: str, timeout: float = 30.0) -> str:
     """Checks that ``python`` can import the server; returns "" when it can, else a message with a fix."""
     try:
         out = subprocess.run([python, "-c", _PROBE], capture_output=True, text=True, timeout=timeout,
-                             env=_child_env(""))
+                             env=_child_env(""), cwd=_neutral_cwd())
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"Could not run '{python}': {exc}. Pick another Python in the preferences"
     match = re.search(r"XCUBE-PROBE (\S+) ?(\S*)", out.stdout)
@@ -174,6 +175,12 @@ def probe_python(python: str, timeout: float = 30.0) -> str:
                 f"{match.group(2).replace(',', ', ')}). Pick the Python of the environment where XCube is "
                 "installed (e.g. <project>/.venv/bin/python), or run `pip install -e .` in it")
     return ""
+
+
+def _neutral_cwd() -> str:
+    """The child's working folder: not Blender's, so what it imports does not depend on where Blender
+    was started."""
+    return tempfile.gettempdir()
 
 
 def _child_env(token: str) -> dict[str, str]:
@@ -242,7 +249,7 @@ class LocalServer:
         try:
             self.proc = subprocess.Popen(command(self.config, self.port), stdin=subprocess.DEVNULL,
                                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                         errors="replace", env=_child_env(self.token))
+                                         errors="replace", env=_child_env(self.token), cwd=_neutral_cwd())
         except OSError as exc:
             self._set(FAILED, f"Could not start '{self.config.python}': {exc}. Pick another Python")
             return
@@ -327,7 +334,8 @@ _EXIT_HINTS = (
     ("cannot listen on", "The port is taken ({match}). Set the port to 0 (any free port) or pick another"),
     ("--model", "The model folder is not usable ({match}). Pick the folder with the model's config.json, "
                 "or leave it empty for the shipped model"),
-    ("model failed to load", "The model failed to load ({match}). Check the model folder, or pick another"),
+    ("model failed to load", "{Match}. Pick a model folder written by the trainer, or leave it empty for the "
+                             "shipped model"),
     ("is not available", "{match}. Pick CPU or another GPU in the preferences"),
     ("out of memory", "The server ran out of memory ({match}). Use a smaller model or the CPU"),
 )
@@ -339,7 +347,8 @@ def explain_exit(code: int, lines: list[str], config: LaunchConfig) -> str:
         for line in reversed(lines):
             if needle in line:
                 match = line.split("error: ", 1)[-1].strip()[:160]
-                return template.format(python=config.python, match=match) + f" (exit code {code})."
+                text = template.format(python=config.python, match=match, Match=match[:1].upper() + match[1:])
+                return f"{text} (exit code {code})."
     last = lines[-1].strip()[:160] if lines else "no output"
     return (f"The local server exited with code {code} ({last}). See its log below, fix the cause and press "
             "Start again")

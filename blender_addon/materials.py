@@ -239,11 +239,11 @@ def set_face_classes(obj: bpy.types.Object, face_classes, class_names: tuple[str
     present = np.unique(classes)
     slot_of = np.zeros(int(present.max()) + 1 if len(present) else 1, dtype=np.int32)
     slot_of[present] = np.arange(len(present), dtype=np.int32)
-    mesh.polygons.foreach_set("material_index", slot_of[classes])
     names = [class_names[c] if 0 <= c < len(class_names) else f"class {c}" for c in present.tolist()]
-    mesh.materials.clear()
+    mesh.materials.clear()  # (resets the faces' material indices: set them after)
     for _ in names:
         mesh.materials.append(None)
+    mesh.polygons.foreach_set("material_index", slot_of[classes])
     obj[SLOTS_KEY] = names
     mesh.update()
     return names
