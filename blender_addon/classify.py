@@ -1,8 +1,9 @@
 """The semantic class of every face of a server mesh, from the level's raw voxels (numpy, no bpy).
 
-Runs on the worker thread. A vertex takes the class of its nearest active voxel (the voxel containing
-it, else the nearest of its 3x3x3 neighbourhood, else the nearest overall); a face takes the class most
-of its three vertices have (the first vertex's on a three-way tie).
+Runs on the worker thread. A vertex takes the class of its nearest active voxel centre, found exactly:
+the voxel containing it when active, else the nearest of its 3x3x3 neighbourhood when that is within
+1.5 voxels (nothing outside can be nearer), else by brute force. A face takes the class most of its
+three vertices have (the first vertex's on a three-way tie).
 """
 
 from __future__ import annotations
@@ -15,6 +16,18 @@ _NEIGHBOURS = np.stack(np.meshgrid(*[np.arange(-1, 2)] * 3, indexing="ij"), -1).
 def _keys(ijk: np.ndarray, lo: np.ndarray, dims: np.ndarray) -> np.ndarray:
     rel = ijk - lo
     return (rel[:, 0] * dims[1] + rel[:, 1]) * dims[2] + rel[:, 2]
+
+
+def _lookup(cells, offset, lo, dims, sorted_keys, order, out, rows) -> np.ndarray:
+    """Writes the voxel row of each active ``cells + offset`` into ``out[rows]``; returns the rows
+    whose cell is not active."""
+    cand = cells + offset
+    inside = np.all((cand >= lo) & (cand < lo + dims), axis=1)
+    key = np.where(inside, _keys(np.where(inside[:, None], cand, lo), lo, dims), -1)
+    pos = np.clip(np.searchsorted(sorted_keys, key), 0, len(sorted_keys) - 1)
+    hit = inside & (sorted_keys[pos] == key)
+    out[rows[hit]] = order[pos[hit]]
+    return rows[~hit]
 
 
 def vertex_classes(points: np.ndarray, ijk: np.ndarray, semantics: np.ndarray, voxel_size: float,
@@ -43,21 +56,26 @@ def vertex_classes(points: np.ndarray, ijk: np.ndarray, semantics: np.ndarray, v
     order = np.argsort(keys)
     sorted_keys = keys[order]
     best = np.full(len(index_space), -1, np.int64)
-    best_dist = np.full(len(index_space), np.inf)
     centre = np.rint(index_space).astype(np.int64)
-    for offset in _NEIGHBOURS:  # nearest active voxel centre within the 3x3x3 around the containing one
-        cand = centre + offset
-        inside = np.all((cand >= lo) & (cand < lo + dims), axis=1)
-        key = np.where(inside, _keys(np.where(inside[:, None], cand, lo), lo, dims), -1)
-        pos = np.clip(np.searchsorted(sorted_keys, key), 0, len(sorted_keys) - 1)
-        hit = inside & (sorted_keys[pos] == key)
-        dist = np.sum((cand - index_space) ** 2, axis=1)
-        better = hit & (dist < best_dist)
-        best[better] = order[pos[better]]
-        best_dist[better] = dist[better]
+    # The containing voxel is the nearest lattice point: when it is active, it is the answer.
+    todo = _lookup(centre, np.zeros(3, np.int64), lo, dims, sorted_keys, order, best, np.arange(len(best)))
+    # Else the nearest active voxel among the 26 around it.
+    best_dist = np.full(len(todo), np.inf)
+    found = np.full(len(todo), -1, np.int64)
+    for offset in _NEIGHBOURS:
+        cand = centre[todo] + offset
+        rows = np.full(len(todo), -1, np.int64)
+        _lookup(cand, np.zeros(3, np.int64), lo, dims, sorted_keys, order, rows, np.arange(len(todo)))
+        dist = np.sum((cand - index_space[todo]) ** 2, axis=1)
+        better = (rows >= 0) & (dist < best_dist)
+        found[better], best_dist[better] = rows[better], dist[better]
+    # Cells outside the 3x3x3 lie at least 1.5 voxels away: a farther find may not be the nearest.
+    found[best_dist > 1.5**2] = -1
+    best[todo] = found
     missing = np.flatnonzero(best < 0)
-    for start in range(0, len(missing), 4096):  # far from every voxel: brute force, in chunks
-        rows = missing[start:start + 4096]
+    chunk = max(1, 4_000_000 // len(ijk))  # brute force for the rest, ~100 MB at a time
+    for start in range(0, len(missing), chunk):
+        rows = missing[start:start + chunk]
         d = np.sum((index_space[rows, None, :] - ijk[None, :, :]) ** 2, axis=2)
         best[rows] = np.argmin(d, axis=1)
     return semantics[best]
