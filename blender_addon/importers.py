@@ -280,6 +280,9 @@ def import_level(
             modifier.threshold = MESH_THRESHOLD
             modifier.resolution_mode = "GRID"
             mesh_obj.data.materials.append(mesh_material())
+            if class_names and "semantics" in volume.grids:
+                voxel = volume.grids["semantics"].matrix_object.col[0].xyz.length
+                materials.add_class_nodes(mesh_obj, vol_obj, tuple(class_names), voxel, shading)
         new_objects.append(mesh_obj)
         if output == "MESH":
             hide_object(vol_obj)

@@ -147,7 +147,9 @@ def draw_preferences(prefs, layout) -> None:
     row = box.row(align=True)
     row.prop(prefs, "local_python")
     row.operator("xcube.server_detect_python", text="", icon="VIEWZOOM")
-    if prefs.local_python:
+    if not prefs.local_python:
+        box.label(text="Set the python of your XCube environment, or press the magnifier to find it", icon="INFO")
+    else:
         try:
             local_server.validate_python(prefs.local_python)
         except ValueError as exc:

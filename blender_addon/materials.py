@@ -258,6 +258,8 @@ def restyle(obj: bpy.types.Object, mode: str) -> None:
     elif obj.type == "MESH" and SLOTS_KEY in obj:
         for i, name in enumerate(obj[SLOTS_KEY]):
             _set_slot(obj.data.materials, i, class_material(name) if mode == "MATERIALS" else flat_material(name))
+    elif obj.type == "MESH" and NAMES_KEY in obj and "XCube Classes" in obj.modifiers:
+        obj.modifiers["XCube Classes"].node_group = class_nodes(tuple(obj[NAMES_KEY]), mode)
 
 
 def _set_slot(materials, index: int, material) -> None:
@@ -274,3 +276,89 @@ def apply_to_all(mode: str) -> int:
             restyle(obj, mode)
             count += 1
     return count
+
+
+# -- Volume to Mesh surfaces: the class from the volume's `semantics` grid, in geometry nodes ----------
+
+def color_material(class_name: str) -> bpy.types.Material:
+    """Class-colours mode where there are no vertex colours: one flat material per class."""
+    name = f"XCube Colour {class_name}"
+    material = bpy.data.materials.get(name)
+    if material is None:
+        material = bpy.data.materials.new(name)
+        _Graph(material).set(base_color=importers.class_color(class_name), roughness=0.8)
+        material.diffuse_color = importers.class_color(class_name)
+    return material
+
+
+def class_nodes(class_names: tuple[str, ...], mode: str) -> bpy.types.NodeTree:
+    """A geometry node group for a Volume to Mesh surface: every face samples the ``semantics`` grid of
+    the volume (input "Volume") half a voxel inside (input "Inset", metres), stores the class as the
+    ``xcube_class`` face attribute and gets its class's material (``mode``: MATERIALS or COLORS)."""
+    key = hashlib.sha1("|".join(class_names).encode()).hexdigest()[:8]
+    name = f"XCube Classes {mode.title()} {key}"
+    group = bpy.data.node_groups.get(name)
+    if group is not None:
+        return group
+    group = bpy.data.node_groups.new(name, "GeometryNodeTree")
+    for socket, kind, io in (("Geometry", "NodeSocketGeometry", "INPUT"), ("Volume", "NodeSocketObject", "INPUT"),
+                             ("Inset", "NodeSocketFloat", "INPUT"), ("Geometry", "NodeSocketGeometry", "OUTPUT")):
+        group.interface.new_socket(socket, in_out=io, socket_type=kind)
+    nodes, links = group.nodes, group.links
+    gin, gout = nodes.new("NodeGroupInput"), nodes.new("NodeGroupOutput")
+    info = nodes.new("GeometryNodeObjectInfo")
+    links.new(gin.outputs["Volume"], info.inputs["Object"])
+    grid = nodes.new("GeometryNodeGetNamedGrid")
+    grid.data_type = "FLOAT"
+    grid.inputs["Name"].default_value = "semantics"
+    links.new(info.outputs["Geometry"], grid.inputs["Volume"])
+    inward = nodes.new("ShaderNodeVectorMath")  # position - normal * inset
+    inward.operation = "MULTIPLY_ADD"
+    links.new(nodes.new("GeometryNodeInputNormal").outputs[0], inward.inputs[0])
+    negate = nodes.new("ShaderNodeMath")
+    negate.operation = "MULTIPLY"
+    negate.inputs[1].default_value = -1.0
+    links.new(gin.outputs["Inset"], negate.inputs[0])
+    links.new(negate.outputs[0], inward.inputs[1])
+    links.new(nodes.new("GeometryNodeInputPosition").outputs[0], inward.inputs[2])
+    sample = nodes.new("GeometryNodeSampleGrid")
+    sample.data_type = "FLOAT"
+    sample.inputs["Interpolation"].default_value = "Nearest Neighbor"
+    links.new(grid.outputs["Grid"], sample.inputs["Grid"])
+    links.new(inward.outputs[0], sample.inputs["Position"])
+    store = nodes.new("GeometryNodeStoreNamedAttribute")
+    store.data_type, store.domain = "INT", "FACE"
+    store.inputs["Name"].default_value = CLASS_ATTRIBUTE
+    links.new(gin.outputs["Geometry"], store.inputs["Geometry"])
+    links.new(sample.outputs[0], store.inputs["Value"])
+    geometry = store.outputs["Geometry"]
+    for class_id, class_name in enumerate(class_names):
+        geometry = _set_class_material(nodes, links, geometry, class_id, class_name, mode)
+    links.new(geometry, gout.inputs["Geometry"])
+    return group
+
+
+def _set_class_material(nodes, links, geometry, class_id: int, class_name: str, mode: str):
+    read = nodes.new("GeometryNodeInputNamedAttribute")
+    read.data_type = "INT"
+    read.inputs["Name"].default_value = CLASS_ATTRIBUTE
+    equal = nodes.new("FunctionNodeCompare")
+    equal.data_type, equal.operation = "INT", "EQUAL"
+    links.new(read.outputs["Attribute"], equal.inputs[2])
+    equal.inputs[3].default_value = class_id
+    setter = nodes.new("GeometryNodeSetMaterial")
+    setter.inputs["Material"].default_value = class_material(class_name) if mode == "MATERIALS" \
+        else color_material(class_name)
+    links.new(geometry, setter.inputs["Geometry"])
+    links.new(equal.outputs["Result"], setter.inputs["Selection"])
+    return setter.outputs["Geometry"]
+
+
+def add_class_nodes(mesh_obj, volume_obj, class_names: tuple[str, ...], voxel_size: float, mode: str) -> None:
+    """Adds the class node group after the Volume to Mesh modifier (``restyle`` swaps its group)."""
+    modifier = mesh_obj.modifiers.new("XCube Classes", "NODES")
+    modifier.node_group = class_nodes(tuple(class_names), mode)
+    for item in modifier.node_group.interface.items_tree:
+        if getattr(item, "in_out", "") == "INPUT" and item.name in {"Volume", "Inset"}:
+            modifier[item.identifier] = volume_obj if item.name == "Volume" else 0.5 * float(voxel_size)
+    mesh_obj[NAMES_KEY] = list(class_names)

@@ -117,3 +117,33 @@ def test_cycles_render_of_a_tiny_scene_is_not_uniform(addon, settings, server_fa
     pixels = np.asarray(image.pixels[:]).reshape(32, 32, image.channels)[..., :3]
     assert pixels.std() > 0.03
     assert len(np.unique(np.round(pixels.reshape(-1, 3), 2), axis=0)) > 20
+
+
+def test_volume_to_mesh_surfaces_get_their_class_from_the_semantics_grid(addon, settings, server_factory):
+    """Without server meshes, a node group samples the volume's `semantics` grid per face."""
+    pipe = AllClassesPipeline()
+    collection = _generate(addon, settings, server_factory(pipe, supported_outputs=("vdb",)), output="MESH")
+    obj = next(o for o in collection.objects if o.type == "MESH")
+    assert [m.type for m in obj.modifiers] == ["VOLUME_TO_MESH", "NODES"]
+    evaluated = obj.evaluated_get(bpy.context.evaluated_depsgraph_get())
+    mesh = evaluated.to_mesh()
+    face_class = np.empty(len(mesh.polygons), dtype=np.int32)
+    mesh.attributes["xcube_class"].data.foreach_get("value", face_class)
+    centres = np.empty(len(mesh.polygons) * 3)
+    mesh.polygons.foreach_get("center", centres)
+    normals = np.empty(len(mesh.polygons) * 3)
+    mesh.polygons.foreach_get("normal", normals)
+    slot = np.empty(len(mesh.polygons), dtype=np.int32)
+    mesh.polygons.foreach_get("material_index", slot)
+    used = {mesh.materials[i].name for i in set(slot.tolist())}
+    evaluated.to_mesh_clear()
+    # Reference: the class of the voxel half a voxel inside each face, from the pipeline's own level.
+    level = next(iter(pipe.generate(settings.prompt, seed=settings.seed, steps=1)))
+    inside = (centres.reshape(-1, 3) - 0.5 * level.voxel_size * normals.reshape(-1, 3)) / level.voxel_size
+    cells = np.floor(inside).astype(np.int64)
+    lookup = {tuple(v): int(c) for v, c in zip(level.ijk.tolist(), level.semantics.tolist())}
+    expected = np.array([lookup.get(tuple(c), -1) for c in cells.tolist()])
+    assert np.mean(face_class == expected) > 0.95
+    assert used == {EXPECTED[AllClassesPipeline.class_names[c]] for c in set(face_class.tolist())}
+    settings.shading = "COLORS"
+    assert obj.modifiers["XCube Classes"].node_group.name.startswith("XCube Classes Colors")
