@@ -1,9 +1,10 @@
 """The local XCube server: a ``python -m server`` child process that the add-on starts, watches and stops.
 
-Plain Python (no ``bpy``), so that worker threads and tests can use it. The main thread calls
-``start`` / ``stop``; both return at once. A watcher thread follows the process: it keeps the last
-lines of its log and asks the server's gRPC health (through ``xcube_client``) until the model is
-loaded, then polls ``GetServerInfo`` for "busy". The UI reads one ``Snapshot`` of that state.
+It never touches ``bpy`` (the gRPC client comes through ``net.client_module``), so its threads are
+safe. The main thread calls ``start`` / ``stop``; both return at once. A watcher thread follows the
+process: it keeps the last lines of its log and asks the server's gRPC health (through
+``xcube_client``) until the model is loaded, then polls ``GetServerInfo`` for "busy". The UI reads one
+``Snapshot`` of that state.
 
 Safety: the server binds 127.0.0.1 only; its token is generated here for each start and reaches the
 child through the ``XCUBE_TOKEN`` environment variable (never on the command line, so ``ps`` does
@@ -255,7 +256,14 @@ class LocalServer:
             return
         threading.Thread(target=self._read_log, name="xcube-local-server-log", daemon=True).start()
         self._set(STARTING, f"Starting the local server on {self.address} (pid {self.proc.pid})")
-        self._watch()
+        try:
+            self._watch()
+        except Exception as exc:  # noqa: BLE001 - e.g. the client cannot load: never leave an unwatched child
+            log.exception("xcube local server: watching failed")
+            self._stopping.set()
+            _reap_after_terminate(self.proc)
+            self._set(FAILED, f"Could not watch the local server ({exc}); it was stopped. Reinstall the extension "
+                              "built by `xcube addon build`")
 
     def _read_log(self) -> None:
         for line in self.proc.stdout:
@@ -274,6 +282,8 @@ class LocalServer:
                 self._stopping.wait(self._poll if self._state in {STARTING, LOADING} else 4 * self._poll)
         finally:
             client.close()
+        if self._stopping.is_set():  # also when stop() came before the process existed
+            _reap_after_terminate(self.proc)
         code = self.proc.wait()
         time.sleep(0.05)  # let the log reader take the last lines
         if self._stopping.is_set():
@@ -317,6 +327,12 @@ class LocalServer:
             _reap(proc)
         else:
             threading.Thread(target=_reap, args=(proc,), name="xcube-local-server-stop", daemon=True).start()
+
+
+def _reap_after_terminate(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+    _reap(proc)
 
 
 def _reap(proc: subprocess.Popen) -> None:
@@ -363,8 +379,14 @@ def current() -> LocalServer | None:
     return _CURRENT
 
 
+_REFUSED = {"message": ""}  # why the last Start was refused (shown until the next Start)
+
+
 def snapshot() -> Snapshot:
-    return _CURRENT.snapshot() if _CURRENT is not None else Snapshot()
+    snap = _CURRENT.snapshot() if _CURRENT is not None else Snapshot()
+    if _REFUSED["message"] and not snap.running and snap.state != STOPPING:
+        return Snapshot(FAILED, _REFUSED["message"], snap.log_tail)
+    return snap
 
 
 def start(config: LaunchConfig, poll: float = 0.25) -> LocalServer:
@@ -377,9 +399,14 @@ def start(config: LaunchConfig, poll: float = 0.25) -> LocalServer:
     global _CURRENT
     if _CURRENT is not None and _CURRENT.snapshot().state in RUNNING_STATES | {STOPPING}:
         raise ValueError(f"The local server is already running on {_CURRENT.address}; press Stop first")
-    python = validate_python(config.python)
-    model = "" if config.tiny else validate_model(config.model)
-    port = check_port(config.port)
+    try:
+        python = validate_python(config.python)
+        model = "" if config.tiny else validate_model(config.model)
+        port = check_port(config.port)
+    except ValueError as exc:
+        _REFUSED["message"] = str(exc)
+        raise
+    _REFUSED["message"] = ""
     config = dataclasses.replace(config, python=python, model=model)
     _CURRENT = LocalServer(config, port, poll)
     _CURRENT.start()

@@ -37,6 +37,8 @@ def local(addon, settings, monkeypatch):
     prefs.local_tiny, prefs.local_model, prefs.local_autostart = True, "", False
     yield addon
     addon.local_server.shutdown()
+    addon.local_server._CURRENT = None  # later tests see a panel without a local server
+    addon.local_server._REFUSED["message"] = ""
     addon.local_server_ops._PENDING.clear()
     prefs.local_autostart = False
 
@@ -52,6 +54,32 @@ def _tick_until(addon, states, timeout=START_TIMEOUT):
         addon.jobs.drain_events()
         time.sleep(0.05)
     return intervals
+
+
+def _draw_preferences_labels() -> list[str]:
+    """The label texts of the preferences drawn into the UI tests' recording layout."""
+    from test_ui import RecordingLayout
+
+    log: list = []
+    prefs = _prefs()
+
+    class Proxy:
+        layout = RecordingLayout(log)
+
+        def __getattr__(self, name):
+            return getattr(prefs, name)
+
+    type(prefs).draw(Proxy(), bpy.context)
+    return [e[1] for e in log if e[0] == "label"]
+
+
+def _ignore_cancel(levels):
+    from xcube_client.errors import GenerationCancelledError
+
+    try:
+        yield from levels
+    except GenerationCancelledError:
+        return
 
 
 def _cmdline(pid: int) -> list[str]:
@@ -98,6 +126,18 @@ def test_start_ready_generate_stop_with_the_tiny_model(local, settings):
         stored = read_level(obj.data.filepath)
         assert {tuple(v) for v in stored.ijk.tolist()} == {tuple(v) for v in level.ijk.tolist()}
 
+    # A long generation from another client: the status line says busy, then ready again.
+    import threading
+
+    client = XCubeClient(snap.address, token=snap.token)
+    runner = threading.Thread(target=lambda: [_ for _ in _ignore_cancel(client.generate("busy", steps=1000))])
+    runner.start()
+    _tick_until(local, {ls.BUSY}, timeout=60)
+    client.cancel()
+    runner.join(30)
+    _tick_until(local, {ls.READY}, timeout=60)
+    client.close()
+
     proc = ls.current().proc
     assert bpy.ops.xcube.server_stop() == {"FINISHED"}
     _tick_until(local, {ls.STOPPED}, timeout=30)
@@ -111,6 +151,12 @@ def test_wrong_python_and_taken_port_are_refused_with_what_to_do(local):
     _prefs().local_python = "/nonexistent/venv/bin/python"
     with pytest.raises(RuntimeError, match="does not exist.*pick the python of the environment"):
         bpy.ops.xcube.server_start()
+    # The refusal also stays in the status line of the panel, where the user looks.
+    assert ls.snapshot().state == ls.FAILED and "does not exist" in ls.snapshot().message
+    from test_ui import _draw_panel
+
+    shown = " ".join(e[1] for e in _draw_panel() if e[0] == "label")
+    assert "Could not start" in shown and "does not exist" in shown
     _prefs().local_python = sys.executable
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -154,6 +200,7 @@ def test_a_server_that_dies_is_reported_as_crashed_with_its_log(local, tmp_path)
 
     labels = [e for e in _draw_panel() if e[0] == "label"]
     assert any(e[2] == "ERROR" and "Crashed" in e[1] for e in labels)
+    assert _draw_preferences_labels()[-4:] == [line[-110:] for line in snap.log_tail[-4:]]
 
     # Killed while running: also a crash, with the signal in the message.
     _prefs().local_tiny = True
@@ -218,3 +265,14 @@ def test_the_server_stops_with_blender_and_with_its_parent(tmp_path):
         for proc in (parent, child):
             if proc.poll() is None:
                 proc.kill()
+
+
+def test_stop_while_the_python_is_still_being_checked_leaves_no_process(local):
+    """Stop pressed right after Start (before the process exists): nothing keeps running."""
+    ls = local.local_server
+    server = ls.start(ls.LaunchConfig(python=sys.executable, tiny=True))
+    assert ls.stop() is True
+    server.thread.join(START_TIMEOUT)
+    assert not server.thread.is_alive()
+    assert ls.snapshot().state == ls.STOPPED
+    assert server.proc is None or server.proc.poll() is not None
