@@ -44,8 +44,8 @@ LABELS = {
     STOPPING: "Stopping", CRASHED: "Crashed", FAILED: "Could not start",
 }
 
-_PROBE = ("import importlib.util as u, sys; missing = [m for m in ('server', 'xcube_core', 'xcube_client') "
-          "if u.find_spec(m) is None]; print('XCUBE-PROBE', sys.version.split()[0], ','.join(missing))")
+_PROBE = ("import importlib.util as u, sys; missing = [m for m in ('server', 'xcube_core', 'xcube_client', 'torch', "
+          "'grpc') if u.find_spec(m) is None]; print('XCUBE-PROBE', sys.version.split()[0], ','.join(missing))")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -176,6 +176,17 @@ def probe_python(python: str, timeout: float = 30.0) -> str:
                 f"{match.group(2).replace(',', ', ')}). Pick the Python of the environment where XCube is "
                 "installed (e.g. <project>/.venv/bin/python), or run `pip install -e .` in it")
     return ""
+
+
+def find_python(start_dirs: tuple[str, ...] = ()) -> tuple[str, list[str]]:
+    """The first of ``detect_pythons`` that can run the server, and the ones tried: ``("", tried)``
+    when none can."""
+    tried = []
+    for python in detect_pythons(start_dirs):
+        if not probe_python(python):
+            return python, tried
+        tried.append(python)
+    return "", tried
 
 
 def _neutral_cwd() -> str:

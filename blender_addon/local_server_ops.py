@@ -29,8 +29,21 @@ def launch_config(prefs) -> local_server.LaunchConfig:
         model=bpy.path.abspath(prefs.local_model) if prefs.local_model else "", tiny=prefs.local_tiny)
 
 
+def detect_python(prefs) -> tuple[str, list[str]]:
+    """Looks for a Python with XCube (see ``local_server.detect_pythons``); sets it when found."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    starts = tuple(p for p in (here, os.getcwd(), bpy.path.abspath("//") if bpy.data.filepath else "") if p)
+    found, tried = local_server.find_python(starts)
+    if found and prefs is not None:
+        prefs.local_python = found
+    return found, tried
+
+
 def start_from_preferences(prefs) -> local_server.LocalServer:
-    """Starts the server from the preferences (raises ValueError with what to fix) and the timer."""
+    """Starts the server from the preferences (raises ValueError with what to fix) and the timer.
+    Without a Python set, it looks for one first."""
+    if not prefs.local_python.strip():
+        detect_python(prefs)
     server = local_server.start(launch_config(prefs))
     ensure_timer()
     return server
@@ -219,18 +232,10 @@ class XCUBE_OT_server_detect_python(bpy.types.Operator):
     bl_label = "Detect Python"
 
     def execute(self, context):
-        prefs = preferences.get_preferences(context)
-        here = os.path.dirname(os.path.abspath(__file__))
-        starts = tuple(p for p in (here, os.getcwd(), bpy.path.abspath("//") if bpy.data.filepath else "") if p)
-        tried = []
-        for python in local_server.detect_pythons(starts):
-            problem = local_server.probe_python(python)
-            if not problem:
-                if prefs is not None:
-                    prefs.local_python = python
-                self.report({"INFO"}, f"Using {python}")
-                return {"FINISHED"}
-            tried.append(python)
+        found, tried = detect_python(preferences.get_preferences(context))
+        if found:
+            self.report({"INFO"}, f"Using {found}")
+            return {"FINISHED"}
         self.report({"ERROR"}, f"No Python with XCube found (tried {', '.join(tried) or 'nothing'}); set the path "
                                "to the python of the environment where XCube is installed")
         return {"CANCELLED"}

@@ -276,3 +276,26 @@ def test_stop_while_the_python_is_still_being_checked_leaves_no_process(local):
     assert not server.thread.is_alive()
     assert ls.snapshot().state == ls.STOPPED
     assert server.proc is None or server.proc.poll() is not None
+
+
+def test_detect_python_finds_the_active_environment(local, tmp_path, monkeypatch):
+    """An active virtual environment whose python can run the server is found; one without XCube is not."""
+    broken = tmp_path / "broken"
+    (broken / "bin").mkdir(parents=True)
+    fake = broken / "bin" / "python"
+    fake.write_text(f"#!/bin/sh\nexec {sys.executable} -I -S \"$@\"\n")
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", str(broken / "bin"))
+    monkeypatch.setenv("VIRTUAL_ENV", str(broken))
+    _prefs().local_python = ""
+    with pytest.raises(RuntimeError, match="No Python with XCube found .*broken/bin/python"):
+        bpy.ops.xcube.server_detect_python()
+    assert _prefs().local_python == ""
+    env = tmp_path / "venv"
+    (env / "bin").mkdir(parents=True)
+    good = env / "bin" / "python"
+    good.write_text(f"#!/bin/sh\nexec {sys.executable} \"$@\"\n")  # (a bare symlink would lose the venv)
+    good.chmod(good.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("VIRTUAL_ENV", str(env))
+    assert bpy.ops.xcube.server_detect_python() == {"FINISHED"}
+    assert _prefs().local_python == str(env / "bin" / "python")
