@@ -34,13 +34,15 @@ def register():
         bpy.utils.register_class(cls)
     bpy.types.Scene.xcube = bpy.props.PointerProperty(type=properties.XCUBE_PG_settings)
     bpy.app.handlers.load_post.append(handlers.on_load_post)
+    bpy.app.handlers.load_post.append(history.on_load_post)
 
 
 def unregister():
     local_server_ops.unregister()  # stops the local server this Blender started, if any
     jobs.cancel_all()
-    if handlers.on_load_post in bpy.app.handlers.load_post:
-        bpy.app.handlers.load_post.remove(handlers.on_load_post)
+    for handler in (handlers.on_load_post, history.on_load_post):
+        if handler in bpy.app.handlers.load_post:
+            bpy.app.handlers.load_post.remove(handler)
     jobs.stop_timer()
     handlers.set_status_bar(None)
     del bpy.types.Scene.xcube

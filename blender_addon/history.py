@@ -98,6 +98,16 @@ def _update_duration(item, job_id: str) -> None:
         item.duration = time.monotonic() - started
 
 
+@bpy.app.handlers.persistent
+def on_load_post(*_args) -> None:
+    """Entries of generations that were running when the file was saved end as interrupted."""
+    for scene in bpy.data.scenes:
+        settings = getattr(scene, "xcube", None)
+        for item in settings.history if settings is not None else ():
+            if item.status == "RUNNING" and item.job_id not in _STARTED:
+                item.status = "CANCELLED"
+
+
 def copy_to_settings(item, settings, seed_offset: int = 0) -> None:
     settings.prompt = item.name
     settings.seed = item.seed + seed_offset

@@ -111,3 +111,16 @@ def test_layout_generations_are_recorded_and_select_picks_their_objects(addon, s
     settings.seed = 100
     assert bpy.ops.xcube.history_rerun() == {"CANCELLED"}
     assert settings.seed == item.seed and len(settings.history) == 1
+
+
+def test_an_entry_saved_while_running_reopens_as_interrupted(addon, settings, pipeline, wait_until, tmp_path):
+    pipeline.step_delay, settings.steps = 0.02, 200
+    assert bpy.ops.xcube.generate() == {"FINISHED"}
+    assert wait_until(lambda: settings.status == "RUNNING", drain=addon.jobs.drain_events)
+    assert settings.history[-1].status == "RUNNING"
+    path = str(tmp_path / "running.blend")
+    bpy.ops.wm.save_as_mainfile(filepath=path)
+    addon.jobs.cancel_all()
+    addon.history._STARTED.clear()  # a new Blender session knows nothing of that job
+    bpy.ops.wm.open_mainfile(filepath=path)
+    assert [h.status for h in bpy.context.scene.xcube.history] == ["CANCELLED"]
