@@ -97,8 +97,8 @@ def _asphalt(g: _Graph) -> None:
 
 
 def _walls(g: _Graph) -> None:
-    brick = g.texture("ShaderNodeTexBrick", 2.0, color1=(0.55, 0.5, 0.43, 1.0), color2=(0.63, 0.58, 0.5, 1.0),
-                      mortar=(0.72, 0.71, 0.68, 1.0), mortar_size=0.015)
+    brick = g.texture("ShaderNodeTexBrick", 2.0, color1=(0.38, 0.33, 0.27, 1.0), color2=(0.45, 0.4, 0.33, 1.0),
+                      mortar=(0.5, 0.49, 0.46, 1.0), mortar_size=0.015)
     g.links.new(brick.outputs["Color"], g.bsdf.inputs["Base Color"])
     g.set(roughness=0.85)
     g.bump(brick.outputs[1], 0.25)
