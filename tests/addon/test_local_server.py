@@ -299,3 +299,17 @@ def test_detect_python_finds_the_active_environment(local, tmp_path, monkeypatch
     monkeypatch.setenv("VIRTUAL_ENV", str(env))
     assert bpy.ops.xcube.server_detect_python() == {"FINISHED"}
     assert _prefs().local_python == str(env / "bin" / "python")
+
+
+def test_generate_waiting_for_a_server_that_cannot_start_says_why(local, settings, tmp_path):
+    fake = tmp_path / "python"
+    fake.write_text(f"#!/bin/sh\nexec {sys.executable} -I -S \"$@\"\n")
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    _prefs().local_python, _prefs().local_autostart = str(fake), True
+    assert bpy.ops.xcube.generate() == {"FINISHED"}
+    assert settings.status == "CONNECTING"
+    _tick_until(local, {local.local_server.FAILED}, timeout=60)
+    local.local_server_ops.tick()
+    assert settings.status == "ERROR" and not settings.busy
+    assert "The local server did not start" in settings.message and "has no XCube installed" in settings.message
+    assert not local.jobs.active_jobs()
