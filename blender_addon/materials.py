@@ -180,7 +180,7 @@ def volume_class_material(class_names: tuple[str, ...]) -> bpy.types.Material:
     material = bpy.data.materials.get(name)
     if material is not None:
         return material
-    material = importers.volume_material(class_names)  # density and per-class colour ramp
+    material = importers.volume_material(class_names).copy()  # density and the per-class colour ramp
     material.name = name
     nodes, links = material.node_tree.nodes, material.node_tree.links
     volume = nodes["Principled Volume"]
@@ -220,11 +220,6 @@ def volume_class_material(class_names: tuple[str, ...]) -> bpy.types.Material:
     return material
 
 
-def flat_material(class_name: str) -> bpy.types.Material:
-    """Class-colours mode for a mesh slot: the server's vertex colours when present, else the class colour."""
-    return importers.vertex_color_material()
-
-
 # -- assigning -------------------------------------------------------------------------------------------
 
 def set_face_classes(obj: bpy.types.Object, face_classes, class_names: tuple[str, ...]) -> list[str]:
@@ -257,7 +252,9 @@ def restyle(obj: bpy.types.Object, mode: str) -> None:
         _set_slot(obj.data.materials, 0, material)
     elif obj.type == "MESH" and SLOTS_KEY in obj:
         for i, name in enumerate(obj[SLOTS_KEY]):
-            _set_slot(obj.data.materials, i, class_material(name) if mode == "MATERIALS" else flat_material(name))
+            # Class colours: the server's vertex colours, which are the class colours.
+            _set_slot(obj.data.materials, i,
+                      class_material(name) if mode == "MATERIALS" else importers.vertex_color_material())
     elif obj.type == "MESH" and NAMES_KEY in obj and "XCube Classes" in obj.modifiers:
         obj.modifiers["XCube Classes"].node_group = class_nodes(tuple(obj[NAMES_KEY]), mode)
 

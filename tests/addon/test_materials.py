@@ -84,6 +84,9 @@ def test_every_class_present_gets_its_material(addon, settings, server_factory):
     assert {n.attribute_name for n in nodes if n.bl_idname == "ShaderNodeAttribute"} == {"density", "semantics"}
     ramps = [n for n in nodes if n.bl_idname == "ShaderNodeValToRGB"]
     assert any(len(r.color_ramp.elements) == 9 for r in ramps)
+    # Building the materials version left the class-colours volume material as it was.
+    plain = [m for m in bpy.data.materials if m.name.startswith("XCube Volume ") and "Materials" not in m.name]
+    assert plain and not any(n.bl_idname == "ShaderNodeTexNoise" for m in plain for n in m.node_tree.nodes)
 
 
 def test_one_switch_between_class_colours_and_materials(addon, settings, server_factory):
