@@ -155,7 +155,7 @@ def recipe_of(class_name: str) -> str | None:
 def class_material(class_name: str) -> bpy.types.Material:
     """The render material of a class ("XCube Grass", ...); a plain coloured one for unknown classes."""
     recipe = recipe_of(class_name)
-    name = f"XCube {TITLES[recipe]}" if recipe else f"XCube {class_name.title()}"
+    name = f"XCube {TITLES[recipe]}" if recipe else f"XCube Class {class_name}"
     material = bpy.data.materials.get(name)
     if material is not None:
         return material
