@@ -153,8 +153,11 @@ def test_volume_to_mesh_surfaces_get_their_class_from_the_semantics_grid(addon, 
 
 
 def test_a_class_without_a_recipe_gets_a_material_in_its_display_colour(addon, settings):
-    material = addon.materials.class_material("Surface")
+    import importlib
+
+    materials = importlib.import_module(f"{ADDON_MODULE}.materials")
+    material = materials.class_material("Surface")
     assert material.name == "XCube Class Surface" and material != bpy.data.materials.get("XCube Surface")
     bsdf = material.node_tree.nodes["Principled BSDF"]
     assert tuple(bsdf.inputs["Base Color"].default_value) == pytest.approx(addon.importers.class_color("Surface"))
-    assert addon.materials.class_material("Vegetation").name == "XCube Foliage"  # names map to recipes
+    assert materials.class_material("Vegetation").name == "XCube Foliage"  # names map to recipes
