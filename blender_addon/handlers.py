@@ -6,7 +6,7 @@ import logging
 
 import bpy
 
-from . import importers, jobs, preferences
+from . import history, importers, jobs, preferences
 from .jobs import Event
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,7 @@ def _on_level(scene, settings, event: Event) -> None:
         settings.collection_name = collection.name
     importers.import_level(
         collection, index=data["index"], vdb_path=data["vdb_path"], output=settings.output,
-        class_names=data.get("class_names", ()), mesh=data.get("mesh"),
+        class_names=data.get("class_names", ()), mesh=data.get("mesh"), shading=settings.shading,
         tags={"prompt": settings.prompt, "seed": settings.seed, "voxel_size": data["voxel_size"],
               "num_voxels": data["num_voxels"], "job": event.job_id},
     )
@@ -114,6 +114,10 @@ def handle(event: Event) -> None:
     elif kind == "done" and settings.busy:  # ended without finished/error (cancelled early)
         settings.status = "CANCELLED"
         settings.message = "Cancelled"
+    if kind == "level":
+        history.on_level(settings, event.job_id, data.get("model_id", ""))
+    elif kind in {"finished", "error", "done"} and not settings.busy:
+        history.on_end(settings, event.job_id)
     _update_status_bar(settings)
     redraw()
 

@@ -236,6 +236,7 @@ def import_level(
     class_names: tuple[str, ...] = (),
     tags: dict | None = None,
     mesh=None,
+    shading: str = "COLORS",
 ) -> list[bpy.types.Object]:
     """Adds one level to ``collection`` and hides the levels before it.
 
@@ -248,11 +249,14 @@ def import_level(
         tags: extra custom properties stored on every new object (prompt, seed, voxel size, ...).
         mesh: the server's surface of this level (``ply.PlyMesh``) or None; without it the Mesh object
             gets a Volume to Mesh modifier on the volume instead.
+        shading: "COLORS" (class colours) or "MATERIALS" (render materials per class, ``materials.py``).
 
     Returns:
         The new objects: the Volume object first, then the Mesh object if asked for. In "MESH" mode
         the volume object still exists (the modifier reads it) but stays hidden.
     """
+    from . import materials
+
     base = f"{collection.name[:40]} L{index}"
     volume = load_volume(base, vdb_path)
     volume.materials.append(volume_material(tuple(class_names)))
@@ -264,6 +268,8 @@ def import_level(
             mesh_obj = bpy.data.objects.new(f"{base} mesh", mesh_from_arrays(f"{base} mesh", mesh))
             has_colors = mesh.colors is not None
             mesh_obj.data.materials.append(vertex_color_material() if has_colors else mesh_material())
+            if getattr(mesh, "face_classes", None) is not None:
+                materials.set_face_classes(mesh_obj, mesh.face_classes, tuple(class_names))
             collection.objects.link(mesh_obj)
         else:
             mesh_obj = bpy.data.objects.new(f"{base} mesh", bpy.data.meshes.new(f"{base} mesh"))
@@ -274,10 +280,15 @@ def import_level(
             modifier.threshold = MESH_THRESHOLD
             modifier.resolution_mode = "GRID"
             mesh_obj.data.materials.append(mesh_material())
+            if class_names and "semantics" in volume.grids:
+                voxel = volume.grids["semantics"].matrix_object.col[0].xyz.length
+                materials.add_class_nodes(mesh_obj, vol_obj, tuple(class_names), voxel, shading)
         new_objects.append(mesh_obj)
         if output == "MESH":
             hide_object(vol_obj)
+    vol_obj[materials.NAMES_KEY] = list(class_names)
     for obj in new_objects:
+        materials.restyle(obj, shading)
         obj["xcube_level"] = index
         for key, value in (tags or {}).items():
             obj[f"xcube_{key}"] = value

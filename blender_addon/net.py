@@ -74,6 +74,8 @@ def run_generate(config: JobConfig, job: Job) -> Iterator[Event]:
                                            "message": f"Layout: {condition.num_voxels} coarse voxels"})
         outputs = ("vdb", "mesh") if info is not None and config.want_mesh and "mesh" in info.supported_outputs \
             else ("vdb",)
+        if "mesh" in outputs and "raw" in info.supported_outputs:
+            outputs += ("raw",)  # voxels and classes: the class of every mesh face (materials.py)
         if job.cancelled:
             return
         for level in _generate(client, config, job, condition, outputs):
@@ -86,6 +88,7 @@ def run_generate(config: JobConfig, job: Job) -> Iterator[Event]:
                 "voxel_size": level.voxel_size, "num_voxels": level.num_voxels,
                 "class_names": tuple(level.class_names), "seconds": level.seconds,
                 "mesh": _read_mesh(config, job, level),
+                "model_id": str((level.metadata or {}).get("model_id", "")),
             })
         yield Event(job.id, "finished", {"levels": state["levels"]})
     finally:
@@ -127,7 +130,7 @@ def _write_level(config: JobConfig, job: Job, level) -> str:
 
 def _read_mesh(config: JobConfig, job: Job, level):
     """The server's mesh of ``level`` parsed into arrays (and kept on disk), or None."""
-    from . import ply
+    from . import classify, ply
 
     data = level.mesh
     if not data:
@@ -136,7 +139,9 @@ def _read_mesh(config: JobConfig, job: Job, level):
     with open(path, "wb") as fh:
         fh.write(data)
     try:
-        return ply.read_ply(data)
+        mesh = ply.read_ply(data)
+        mesh.face_classes = classify.level_face_classes(mesh, level)
+        return mesh
     except ValueError as exc:
         log.warning("xcube: the server's mesh of level %d is not usable (%s); using Volume to Mesh",
                     level.index, exc)

@@ -10,24 +10,29 @@ import random
 
 import bpy
 
-from . import importers, jobs, net, preferences
+from . import history, importers, jobs, local_server, local_server_ops, net, preferences
 
 
 def _connection_config(context, kind: str, **extra) -> jobs.JobConfig:
-    """Reads the preferences; raises ValueError (with a hint) for a bad address."""
+    """Reads the preferences; raises ValueError (with a hint) for a bad address. While the local server
+    this Blender started runs, its address and token are used instead of the preferences'."""
     prefs = preferences.get_preferences(context)
-    address = prefs.address if prefs else preferences.DEFAULT_ADDRESS
-    address = preferences.parse_address(address)
+    local = local_server.connection()
+    if local is not None:
+        address, token = local
+    else:
+        address = preferences.parse_address(prefs.address if prefs else preferences.DEFAULT_ADDRESS)
+        token = prefs.token if prefs else ""
     return jobs.JobConfig(
         kind=kind, address=address,
-        token=prefs.token if prefs else "",
+        token=token,
         connect_timeout=prefs.connect_timeout if prefs else 5.0,
         request_timeout=prefs.request_timeout if prefs else 0.0,
         **extra,
     )
 
 
-def _start_generation(op, context, condition_triangles=None) -> set[str]:
+def _start_generation(op, context, condition_triangles=None, source: str | None = None) -> set[str]:
     settings = context.scene.xcube
     if settings.busy:
         op.report({"WARNING"}, "A generation is already running; press Cancel first")
@@ -39,6 +44,8 @@ def _start_generation(op, context, condition_triangles=None) -> set[str]:
         return {"CANCELLED"}
     prefs = preferences.get_preferences(context)
     try:
+        if local_server_ops.defer_generation(context, settings, condition_triangles):
+            return {"FINISHED"}  # starts when the local server is ready
         out_dir = importers.output_directory(prefs.output_dir if prefs else "")
         config = _connection_config(
             context, "generate", scene_name=context.scene.name, prompt=prompt, seed=settings.seed,
@@ -58,6 +65,7 @@ def _start_generation(op, context, condition_triangles=None) -> set[str]:
     settings.level = settings.step = settings.total_steps = settings.levels_done = 0
     settings.num_levels = settings.levels
     settings.progress = 0.0
+    history.begin(settings, config, source or ("LAYOUT" if condition_triangles is not None else "PROMPT"))
     jobs.start(job)
     return {"FINISHED"}
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import bpy
 
-from . import preferences
+from . import history, local_server, local_server_ops, preferences
 
 _STATUS_ICONS = {"ERROR": "ERROR", "CANCELLED": "CANCEL", "DONE": "CHECKMARK"}
 
@@ -31,6 +31,7 @@ class XCUBE_PT_main(bpy.types.Panel):
         col.prop(settings, "steps")
         col.prop(settings, "guidance")
         col.row().prop(settings, "output", expand=True)
+        col.row().prop(settings, "shading", expand=True)
 
         if busy:
             levels = f"/{settings.num_levels}" if settings.num_levels else ""
@@ -59,11 +60,15 @@ class XCUBE_PT_main(bpy.types.Panel):
             box.operator("xcube.refine_selection", icon="MOD_REMESH")
 
         prefs = preferences.get_preferences(context)
-        if prefs is not None:
+        local = local_server.snapshot()
+        if local.state != local_server.STOPPED:  # started here: its state, and what to do when it failed
+            local_server_ops.draw_status(layout, local)
+        if prefs is not None and not local.running:
             row = layout.row()
             row.label(text=f"Server: {prefs.address}", icon="URL")
             if error := preferences.address_error(prefs.address):
                 layout.label(text=error, icon="ERROR")
+        history.draw(layout, context)
 
 
 def _wrap(text: str, width: int) -> list[str]:

@@ -22,11 +22,12 @@ _TYPES = {
 @dataclasses.dataclass
 class PlyMesh:
     """Attributes: vertices (N, 3) float32 metres; faces (M, 3) int32 triangles; colors (N, 4) float32
-    sRGB in 0..1 or None."""
+    sRGB in 0..1 or None; face_classes (M,) int32 or None."""
 
     vertices: np.ndarray
     faces: np.ndarray
     colors: np.ndarray | None = None
+    face_classes: np.ndarray | None = None  # (M,) int32 class id per face, filled in by net (classify.py)
 
 
 def _header(data: bytes) -> tuple[list[tuple[str, int, list]], int]:

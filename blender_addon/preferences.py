@@ -65,6 +65,12 @@ def address_error(text: str) -> str:
     return ""
 
 
+LOCAL_DEVICE_ITEMS = (
+    ("CPU", "CPU", "Run the local server on the processor (slow, works everywhere)"),
+    ("GPU", "GPU", "Run the local server on an NVIDIA GPU (CUDA)"),
+)
+
+
 def get_preferences(context=None):
     """This add-on's preferences, or None when the add-on is loaded without being enabled."""
     context = context or bpy.context
@@ -105,6 +111,29 @@ class XCUBE_AP_preferences(bpy.types.AddonPreferences):
     connection_status: bpy.props.StringProperty(
         name="Connection", description="Result of the last Test Connection", default="",
     )
+    # The local server (see local_server_ops): a `python -m server` this Blender starts and stops.
+    local_python: bpy.props.StringProperty(
+        name="Python", subtype="FILE_PATH", default="",
+        description="The python of the environment where XCube is installed, e.g. <project>/.venv/bin/python "
+                    "(the magnifier looks for one)",
+    )
+    local_device: bpy.props.EnumProperty(name="Device", items=LOCAL_DEVICE_ITEMS, default="CPU")
+    local_gpu: bpy.props.IntProperty(name="GPU", description="CUDA device index", default=0, min=0, max=63)
+    local_port: bpy.props.IntProperty(
+        name="Port", description="Port on 127.0.0.1 (0 = any free port)", default=0, min=0, max=65535,
+    )
+    local_model: bpy.props.StringProperty(
+        name="Model Folder", subtype="DIR_PATH", default="",
+        description="Model folder to serve (empty = the model shipped with XCube)",
+    )
+    local_tiny: bpy.props.BoolProperty(
+        name="Tiny Test Model", default=False,
+        description="Serve a random-weight tiny model: starts in a second, meaningless scenes (to check the setup)",
+    )
+    local_autostart: bpy.props.BoolProperty(
+        name="Start on Generate", default=False,
+        description="Generate starts the local server when it is not running and waits until it is ready",
+    )
 
     def draw(self, context):
         layout = self.layout
@@ -122,3 +151,6 @@ class XCUBE_AP_preferences(bpy.types.AddonPreferences):
         for line in self.connection_status.split("\n"):
             if line:
                 layout.label(text=line)
+        from . import local_server_ops
+
+        local_server_ops.draw_preferences(self, layout)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import bpy
 
+from .history import XCUBE_PG_history_item
+
 OUTPUT_ITEMS = (
     ("VOLUME", "Volume", "Each level becomes a Volume object (density and semantic colours)"),
     ("MESH", "Mesh", "Each level becomes a Mesh (the volume's surface at density 0.5)"),
@@ -19,6 +21,19 @@ STATUS_ITEMS = (
     ("CANCELLED", "Cancelled", "Stopped by the user"),
     ("ERROR", "Error", "Something went wrong; see the message"),
 )
+
+SHADING_ITEMS = (
+    ("MATERIALS", "Materials", "Render-ready procedural materials per class (grass, asphalt, walls, roof tiles, "
+                               "foliage, paint, metal, water)"),
+    ("COLORS", "Class Colours", "One flat colour per class (fast to read in the viewport)"),
+)
+
+
+def _shading_update(self, context):
+    from . import materials
+
+    materials.apply_to_all(self.shading)
+
 
 BUSY_STATES = {"CONNECTING", "QUEUED", "RUNNING"}
 
@@ -45,6 +60,10 @@ class XCUBE_PG_settings(bpy.types.PropertyGroup):
         default=3.0, min=0.0, max=30.0,
     )
     output: bpy.props.EnumProperty(name="Output", items=OUTPUT_ITEMS, default="VOLUME")
+    shading: bpy.props.EnumProperty(
+        name="Shading", items=SHADING_ITEMS, default="MATERIALS", update=_shading_update,
+        description="How generated levels are shaded; switching restyles every generated object in the file",
+    )
     layout_fill: bpy.props.BoolProperty(
         name="Fill Interiors",
         description="Refine Selection: also mark the voxels inside closed meshes, not only their surface",
@@ -62,6 +81,10 @@ class XCUBE_PG_settings(bpy.types.PropertyGroup):
     total_steps: bpy.props.IntProperty(name="Steps", default=0)
     levels_done: bpy.props.IntProperty(name="Levels Done", default=0)
     progress: bpy.props.FloatProperty(name="Progress", default=0.0, min=0.0, max=1.0, subtype="FACTOR")
+
+    # Every generation of this file (history.py), newest last.
+    history: bpy.props.CollectionProperty(type=XCUBE_PG_history_item)
+    history_index: bpy.props.IntProperty(name="History", default=-1)
 
     @property
     def busy(self) -> bool:

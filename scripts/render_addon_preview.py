@@ -5,9 +5,10 @@ Everything is real: the add-on zip from `xcube addon build --no-wheels` installe
 extension installer, an in-process gRPC server on a free loopback port, the pipeline, Cycles.
 
 Usage:
-    python scripts/render_addon_preview.py --out docs/images/addon.png                 # shipped model
+    python scripts/render_addon_preview.py --out docs/images/addon.png                 # shipped model, materials
     python scripts/render_addon_preview.py --tiny --out /tmp/tiny.png --samples 8      # random tiny model
     python scripts/render_addon_preview.py --model runs/x/export --prompt "a harbour town" --output BOTH
+    python scripts/render_addon_preview.py --shading COLORS --out /tmp/colours.png     # flat class colours
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--levels", type=int, default=0, help="levels to generate (0 = all)")
     p.add_argument("--output", choices=("VOLUME", "MESH", "BOTH"), default="MESH",
                    help="what the add-on creates; the finest level is rendered")
+    p.add_argument("--shading", choices=("MATERIALS", "COLORS"), default="MATERIALS",
+                   help="the panel's switch: render materials per class (default) or flat class colours")
     p.add_argument("--samples", type=int, default=32, help="Cycles samples")
     p.add_argument("--size", type=int, nargs=2, default=(960, 540), metavar=("W", "H"))
     p.add_argument("--timeout", type=float, default=1800.0, help="seconds to wait for the generation")
@@ -117,7 +120,7 @@ def render(pipeline, args) -> pathlib.Path:
         prefs.address, prefs.output_dir = server.address, str(workdir / "levels")
         settings = bpy.context.scene.xcube
         settings.prompt, settings.seed, settings.steps = args.prompt, args.seed, args.steps
-        settings.levels, settings.output = args.levels, args.output
+        settings.levels, settings.output, settings.shading = args.levels, args.output, args.shading
         t0 = time.monotonic()
         bpy.ops.xcube.generate()
         if not addon.jobs.wait_for_jobs(args.timeout) or settings.status != "DONE":
@@ -135,7 +138,8 @@ def render(pipeline, args) -> pathlib.Path:
     scene.render.resolution_x, scene.render.resolution_y = args.size
     scene.render.resolution_percentage = 100
     scene.render.image_settings.file_format = "PNG"
-    scene.view_settings.view_transform = "Standard"  # AgX washes the class colours out under a sun
+    # AgX washes flat class colours out under a sun; the materials are made for Blender's default (AgX).
+    scene.view_settings.view_transform = "Standard" if args.shading == "COLORS" else "AgX"
     args.out.parent.mkdir(parents=True, exist_ok=True)
     scene.render.filepath = str(args.out.resolve())
     t0 = time.monotonic()

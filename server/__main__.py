@@ -50,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "gRPC and encoding; on a GPU: torch's choice). Too many threads on a busy CPU stall OpenMP")
     p.add_argument("--grace", type=float, default=10.0,
                    help="seconds a running job may finish after SIGTERM/Ctrl-C before it is cancelled (default %(default)s)")
+    p.add_argument("--parent-pid", type=int, default=0, metavar="PID",
+                   help="shut down when process PID ends (the Blender add-on passes its own, so a server it "
+                        "started never outlives Blender, even after a crash)")
     p.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     return p
 
@@ -90,6 +93,36 @@ def pipeline_factory(args: argparse.Namespace, device: str):
     return load
 
 
+def parent_alive(pid: int) -> bool:
+    """True while process ``pid`` exists (POSIX: signal 0 reaches it; Windows: it has no exit code yet)."""
+    if os.name != "nt":
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:  # it exists, owned by someone else
+            return True
+        return True
+    import ctypes
+
+    kernel32 = ctypes.windll.kernel32
+    handle = kernel32.OpenProcess(0x1000, False, pid)  # PROCESS_QUERY_LIMITED_INFORMATION
+    if not handle:
+        return False
+    code = ctypes.c_ulong()
+    ok = kernel32.GetExitCodeProcess(handle, ctypes.byref(code))
+    kernel32.CloseHandle(handle)
+    return bool(ok) and code.value == 259  # STILL_ACTIVE
+
+
+def watch_parent(pid: int, stop: threading.Event) -> None:
+    """Sets ``stop`` when process ``pid`` ends (checked every half second)."""
+    while not stop.wait(0.5):
+        if not parent_alive(pid):
+            log.info("parent process %d ended, shutting down", pid)
+            stop.set()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
@@ -120,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    if args.parent_pid:
+        threading.Thread(target=watch_parent, args=(args.parent_pid, stop), name="parent-watch", daemon=True).start()
     while not server.model.wait(0.5) and not stop.is_set():
         pass
     if server.model.error is not None:

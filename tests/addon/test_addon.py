@@ -107,6 +107,7 @@ def test_mesh_mode_imports_the_servers_coloured_mesh_per_level(addon, settings, 
     from server import artifacts
 
     settings.output = "MESH"
+    settings.shading = "COLORS"  # the server's class colours (materials: test_materials.py)
     settings.levels = 2
     _generate(addon, settings)
     assert settings.status == "DONE", settings.message

@@ -40,10 +40,16 @@ class RecordingLayout:
         assert hasattr(getattr(bpy.ops, category), op), f"no operator {idname}"
         self._icon(kwargs.get("icon"))
         self.log.append(("operator", idname))
+        return _OperatorProperties(getattr(getattr(bpy.ops, category), op).get_rna_type(), self.log)
 
     def label(self, text="", icon="NONE"):
         self._icon(icon)
         self.log.append(("label", text, icon))
+
+    def template_list(self, list_type, list_id, data, prop, active_data, active_prop, **kwargs):
+        assert hasattr(bpy.types, list_type), f"no UIList {list_type}"
+        assert prop in data.bl_rna.properties and active_prop in active_data.bl_rna.properties
+        self.log.append(("list", list_type, prop))
 
     def progress(self, factor=0.0, type="BAR", text=""):
         assert 0.0 <= factor <= 1.0
@@ -52,6 +58,18 @@ class RecordingLayout:
     @staticmethod
     def _icon(icon):
         assert icon is None or icon in ICONS, f"unknown icon {icon!r}"
+
+
+class _OperatorProperties:
+    """What ``layout.operator`` returns: setting a property the operator does not have fails."""
+
+    def __init__(self, rna, log: list) -> None:
+        object.__setattr__(self, "_rna", rna)
+        object.__setattr__(self, "_log", log)
+
+    def __setattr__(self, name, value):
+        assert name in self._rna.properties, f"{self._rna.identifier} has no property {name!r}"
+        self._log.append(("operator_property", self._rna.identifier, name, value))
 
 
 def _draw_panel() -> list:
