@@ -29,11 +29,15 @@ def launch_config(prefs) -> local_server.LaunchConfig:
         model=bpy.path.abspath(prefs.local_model) if prefs.local_model else "", tiny=prefs.local_tiny)
 
 
+def search_roots() -> tuple[str, ...]:
+    """Folders near which Detect looks for a ``.venv``: the add-on's, the working folder, the .blend's."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    return tuple(p for p in (here, os.getcwd(), bpy.path.abspath("//") if bpy.data.filepath else "") if p)
+
+
 def detect_python(prefs) -> tuple[str, list[str]]:
     """Looks for a Python with XCube (see ``local_server.detect_pythons``); sets it when found."""
-    here = os.path.dirname(os.path.abspath(__file__))
-    starts = tuple(p for p in (here, os.getcwd(), bpy.path.abspath("//") if bpy.data.filepath else "") if p)
-    found, tried = local_server.find_python(starts)
+    found, tried = local_server.find_python(search_roots())
     if found and prefs is not None:
         prefs.local_python = found
     return found, tried

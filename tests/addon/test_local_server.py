@@ -287,6 +287,8 @@ def test_detect_python_finds_the_active_environment(local, tmp_path, monkeypatch
     fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
     monkeypatch.setenv("PATH", str(broken / "bin"))
     monkeypatch.setenv("VIRTUAL_ENV", str(broken))
+    # only the environment variables count here: not a checkout's own .venv beside the add-on or cwd
+    monkeypatch.setattr(local.local_server_ops, "search_roots", lambda: (str(tmp_path),))
     _prefs().local_python = ""
     with pytest.raises(RuntimeError, match="No Python with XCube found .*broken/bin/python"):
         bpy.ops.xcube.server_detect_python()
