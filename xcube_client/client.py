@@ -365,6 +365,10 @@ class XCubeClient:
         if "shutting down" in low or "shut down" in low:
             return f"server at {self.address} is shutting down: {details}"
         host = self.address.rpartition(":")[0].strip("[]")
+        if "failed to connect" in low and any(n in low for n in ("socket closed", "connection reset", "eof")):
+            return (f"the server at {self.address} accepted the connection and closed it at once: if it uses TLS "
+                    f"(--tls-cert), connect with TLS too (--tls-ca / root_certificates); or it is not an XCube "
+                    f"server ({details})")
         for needles, hint in _TLS_HINTS:
             if any(n in low for n in needles):
                 return f"cannot connect to {self.address}: {hint.format(host=host)} ({details})"
