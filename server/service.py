@@ -108,8 +108,9 @@ class XCubeServicer(pb_grpc.XCubeServicer):
         try:
             self.flow.admission.enter(key)
         except ResourceExhaustedError as exc:
-            log.info("request refused %s", json.dumps({"peer": clip(context.peer()), "outcome": "RESOURCE_EXHAUSTED",
-                                                       "message": str(exc)}))
+            # DEBUG: a flood of refusals must not flood the log
+            log.debug("request %s", json.dumps({"event": "generate", "id": "", "peer": clip(context.peer(), 100),
+                                                "outcome": "RESOURCE_EXHAUSTED", "message": str(exc)}))
             context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
         state: dict = {}
         stream = self.flow.watchdog.add(lambda waited: self._cut_stalled(context, state, waited))
