@@ -18,6 +18,7 @@ from xcube_core.errors import CancelledError, ResourceExhaustedError
 from server import artifacts
 from server.flow import Admission, FlowLimits, SendWatchdog, cancel_call, client_key
 from server.jobs import Job, JobQueue, ModelHolder, Worker
+from server.memory import release_free_memory
 from server.status import ServerUnavailable, clip, status_for
 from server.validation import FORMAT_BY_NAME, ModelFacts, ServerLimits, validate_request
 
@@ -122,6 +123,8 @@ class XCubeServicer(pb_grpc.XCubeServicer):
         finally:
             self.flow.watchdog.remove(stream)
             self.flow.admission.leave(key)
+            state.clear()
+            release_free_memory()  # this stream's encoded levels were freed on this thread's arena
 
     def _cut_stalled(self, context, state: dict, waited: float) -> None:
         """Watchdog: this stream's client has not read for ``waited`` s; end the call, free the job."""
