@@ -9,6 +9,7 @@ import time
 import grpc
 import pytest
 from fake_pipeline import FakePipeline
+from helpers import wait_for as _wait_for
 
 from xcube_client import XCubeClient
 from xcube_client._proto import xcube_pb2 as pb
@@ -18,14 +19,6 @@ from server.flow import FlowLimits
 
 RAW = [pb.OUTPUT_FORMAT_RAW]
 
-
-def _wait_for(predicate, timeout=20.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _health(address: str, timeout: float = 3.0) -> str:

@@ -17,6 +17,7 @@ import time
 import grpc
 import pytest
 from fake_pipeline import FakePipeline
+from helpers import wait_for as _wait_for
 
 from xcube_client import ServerUnavailableError, XCubeClient
 
@@ -27,14 +28,6 @@ FAKE_MAIN = ("import sys; sys.path.insert(0, 'tests/server'); import server.__ma
              "m.pipeline_factory = lambda args, device: (lambda: FakePipeline(step_delay={delay}))\n"
              "sys.exit(m.main({argv!r}))\n")
 
-
-def _wait_for(predicate, timeout=20.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _start(argv: list[str], delay: float = 0.01):
