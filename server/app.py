@@ -7,6 +7,7 @@ import ipaddress
 import logging
 import os
 import threading
+import time
 from typing import Any
 
 import grpc
@@ -19,8 +20,9 @@ from xcube_core.errors import InvalidInputError
 
 from server import artifacts
 from server.auth import TokenAuthInterceptor
-from server.jobs import JobQueue, ModelHolder, Worker
-from server.service import XCubeServicer, reject_waiting
+from server.flow import FlowLimits, GuardInterceptor
+from server.jobs import JobQueue, ModelGroup, ModelHolder, Worker
+from server.service import Flow, XCubeServicer, reject_waiting
 from server.validation import ServerLimits
 
 log = logging.getLogger("xcube.server")
@@ -64,15 +66,18 @@ def _read_pem(value: str | bytes | os.PathLike, what: str) -> bytes:
 class XCubeServer:
     """A running server: ``port``, ``address``, ``wait_until_ready()``, ``stop()``."""
 
-    def __init__(self, grpc_server: grpc.Server, port: int, host: str, model: ModelHolder, jobs: JobQueue,
-                 worker: Worker, health_servicer: health.HealthServicer) -> None:
+    def __init__(self, grpc_server: grpc.Server, port: int, host: str, model: ModelGroup, jobs: JobQueue,
+                 workers: list[Worker], health_servicer: health.HealthServicer,
+                 servicer: XCubeServicer | None = None) -> None:
         self.grpc_server = grpc_server
         self.port = port
         self.host = host
         self.model = model
         self.jobs = jobs
-        self.worker = worker
+        self.workers = workers
+        self.worker = workers[0]
         self.health = health_servicer
+        self.servicer = servicer
         self._stopped = threading.Event()
 
     @property
@@ -91,12 +96,25 @@ class XCubeServer:
             return
         self._stopped.set()
         self.health.enter_graceful_shutdown()
+        if self.servicer is not None:
+            self.servicer.shutting_down.set()
         reject_waiting(self.jobs.close())
-        self.grpc_server.stop(grace).wait()
-        current = self.worker.current
-        if current is not None:
-            current.cancel.set()
-        self.worker.join(timeout=30)
+        grace = 0.0 if grace is None else float(grace)
+        # new calls are refused at once; running streams get grace + 5 s to end (+ 5 s: the
+        # cancelled jobs still send their Error event and status after the grace)
+        done = self.grpc_server.stop(grace + 5.0)
+        deadline = time.monotonic() + grace
+        while any(w.busy.is_set() for w in self.workers) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for worker in self.workers:
+            current = worker.current
+            if current is not None:  # its handler turns this into UNAVAILABLE "shut down during this job"
+                current.cancel.set()
+        done.wait()
+        if self.servicer is not None:
+            self.servicer.flow.watchdog.stop()
+        for worker in self.workers:
+            worker.join(timeout=30)
         log.info("server on %s stopped", self.address)
 
     def wait_for_termination(self, timeout: float | None = None) -> bool:
@@ -115,16 +133,42 @@ def _check_security(host: str, token: str | None, tls_cert: Any, tls_key: Any) -
                     "pass --tls-cert/--tls-key on untrusted networks", host)
 
 
+def _check_tls_pair(cert: bytes, key: bytes) -> None:
+    """Raise InvalidInputError unless ``cert``/``key`` are PEM and belong together (checked with the
+    standard library before gRPC sees them, whose only message would be a failed bind)."""
+    import ssl
+    import tempfile
+
+    for data, what, flag in ((cert, "--tls-cert", b"CERTIFICATE-----"), (key, "--tls-key", b"PRIVATE KEY-----")):
+        if b"-----BEGIN " not in data or flag not in data:
+            raise InvalidInputError(f"{what} is not a PEM {'certificate' if what == '--tls-cert' else 'private key'} "
+                                    f"(expected a '-----BEGIN ...{flag.decode()}' block); convert it with openssl")
+    with tempfile.TemporaryDirectory() as tmp:
+        cert_path, key_path = os.path.join(tmp, "cert.pem"), os.path.join(tmp, "key.pem")
+        with open(cert_path, "wb") as f:
+            f.write(cert)
+        with open(os.open(key_path, os.O_WRONLY | os.O_CREAT, 0o600), "wb") as f:
+            f.write(key)
+        try:
+            ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert_path, key_path)
+        except ssl.SSLError as exc:
+            raise InvalidInputError(f"--tls-cert/--tls-key are not a usable PEM pair ({exc.reason or exc}); "
+                                    "check that the key belongs to the certificate") from None
+
+
 def _bind(grpc_server: grpc.Server, host: str, port: int, tls_cert: Any, tls_key: Any) -> int:
     """Add the listening port (TLS when a certificate is given); returns the bound port."""
+    if not 0 <= int(port) <= 65535:
+        raise InvalidInputError(f"--port must be in 0..65535 (0 = any free port), got {port}")
     bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     hint = "is another server using the port? Pick another with --port"
+    creds = None
+    if tls_cert is not None:
+        cert, key = _read_pem(tls_cert, "certificate"), _read_pem(tls_key, "key")
+        _check_tls_pair(cert, key)
+        creds = grpc.ssl_server_credentials([(key, cert)])
     try:
-        if tls_cert is not None:
-            creds = grpc.ssl_server_credentials([(_read_pem(tls_key, "key"), _read_pem(tls_cert, "certificate"))])
-            bound = grpc_server.add_secure_port(bind, creds)
-        else:
-            bound = grpc_server.add_insecure_port(bind)
+        bound = grpc_server.add_secure_port(bind, creds) if creds is not None else grpc_server.add_insecure_port(bind)
     except RuntimeError as exc:
         raise InvalidInputError(f"cannot listen on {bind}: {exc}; {hint}") from exc
     if not bound:
@@ -135,27 +179,29 @@ def _bind(grpc_server: grpc.Server, host: str, port: int, tls_cert: Any, tls_key
 def create_server(pipeline: Any, host: str = "127.0.0.1", port: int = 0, *, max_queue: int = 16,
                   token: str | None = None, tls_cert: Any = None, tls_key: Any = None,
                   limits: ServerLimits | None = None, supported_outputs: tuple[str, ...] | None = None,
-                  cpu_threads: int | None = None) -> tuple[XCubeServer, int]:
+                  cpu_threads: int | None = None, flow: FlowLimits | None = None) -> tuple[XCubeServer, int]:
     """Build, bind and start the server; the model loads in the background.
 
     Args:
         pipeline: an `XCubePipeline` (anything with ``.generate``) or a zero-argument factory that
-            loads one (called once, in a background thread; health is NOT_SERVING until it returns).
+            loads one (called once, in a background thread; health is NOT_SERVING until it returns);
+            or a list of them: one worker per entry (one per device), all on one shared queue.
         host: address to bind. Anything but loopback requires ``token``.
         port: TCP port; 0 picks a free one (returned).
-        max_queue: waiting jobs beyond the running one; more answer RESOURCE_EXHAUSTED.
+        max_queue: waiting jobs beyond the running ones; more answer RESOURCE_EXHAUSTED.
         token: if set, every call must send ``authorization: Bearer <token>``.
         tls_cert, tls_key: PEM certificate chain and private key (paths or bytes), both or neither.
         limits: request bounds (defaults: `ServerLimits`); ``max_queue`` overrides its field.
         supported_outputs: restrict output formats (default: all this installation can produce).
-        cpu_threads: torch intra-op threads of the worker (default: torch's choice).
+        cpu_threads: torch intra-op threads of each worker (default: torch's choice).
+        flow: stream limits and the send timeout (default: `FlowLimits` sized for the queue).
 
     Returns:
         ``(server, port)``: the started `XCubeServer` and the bound port.
 
     Raises:
-        InvalidInputError: non-loopback host without a token, half a TLS pair, unreadable TLS files,
-            or a port that cannot be bound.
+        InvalidInputError: non-loopback host without a token, half a TLS pair, unreadable or non-PEM
+            TLS files, a port outside 0..65535, or a port that cannot be bound.
     """
     _check_security(host, token, tls_cert, tls_key)
     if int(max_queue) < 1:
@@ -163,28 +209,52 @@ def create_server(pipeline: Any, host: str = "127.0.0.1", port: int = 0, *, max_
     limits = limits or ServerLimits()
     limits = ServerLimits(**{**limits.__dict__, "max_queue": int(max_queue)})
     outputs = supported_outputs or artifacts.available_outputs()
+    sources = list(pipeline) if isinstance(pipeline, (list, tuple)) else [pipeline]
+    if not sources:
+        raise InvalidInputError("create_server needs at least one pipeline")
+    flow = (flow or FlowLimits()).sized_for(limits.max_queue, len(sources))
 
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     for name in ("", SERVICE_NAME):
         health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-    label = {"device": "loading"}
+    labels = ["loading"] * len(sources)
+    state = {"ready": False, "full": False}
 
-    def on_ready(pipe: Any) -> None:
-        label["device"] = device_label(pipe)
-        for name in ("", SERVICE_NAME):
-            health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    def publish() -> None:
+        """"" = the model is loaded; "xcube.v1.XCube" = loaded AND the queue has room (a balancer
+        checking that name takes a loading or saturated server out of rotation)."""
+        serving, not_serving = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
+        health_servicer.set("", serving if state["ready"] else not_serving)
+        health_servicer.set(SERVICE_NAME, serving if state["ready"] and not state["full"] else not_serving)
 
-    model = ModelHolder(pipeline, on_ready=on_ready)
-    jobs = JobQueue(limits.max_queue)
-    worker = Worker(jobs, model, lambda: label["device"], cpu_threads)
-    servicer = XCubeServicer(model, jobs, worker, limits, outputs, lambda: label["device"], bool(token))
+    def on_ready_for(i: int):
+        def on_ready(pipe: Any) -> None:
+            labels[i] = device_label(pipe)
+            state["ready"] = all(h.pipeline is not None for h in holders)
+            publish()
+        return on_ready
 
-    concurrency = limits.max_queue + 8  # one handler thread per streaming call, plus room for info/health
+    def on_queue_change(waiting: int) -> None:
+        full = waiting >= limits.max_queue
+        if full != state["full"]:
+            state["full"] = full
+            publish()
+
+    holders = [ModelHolder(src, on_ready=on_ready_for(i)) for i, src in enumerate(sources)]
+    model = ModelGroup(holders)
+    jobs = JobQueue(limits.max_queue, on_change=on_queue_change)
+    workers = [Worker(jobs, holder, (lambda i=i: labels[i]), cpu_threads, index=i) for i, holder in enumerate(holders)]
+    label = lambda: ", ".join(dict.fromkeys(labels))  # noqa: E731 - "cuda:0 (...), cuda:1 (...)" or "cpu"
+    service_flow = Flow(flow)
+    servicer = XCubeServicer(model, jobs, workers[0], limits, outputs, label, bool(token), flow=service_flow,
+                             workers=workers)
+
+    guard = GuardInterceptor(service_flow.admission, flow.max_other_streams)
     grpc_server = grpc.server(
-        concurrent.futures.ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="xcube-rpc"),
-        interceptors=[TokenAuthInterceptor(token)] if token else [],
+        concurrent.futures.ThreadPoolExecutor(max_workers=flow.pool_size, thread_name_prefix="xcube-rpc"),
+        interceptors=[TokenAuthInterceptor(token), guard] if token else [guard],
         options=[("grpc.max_receive_message_length", 32 * 1024 * 1024), ("grpc.so_reuseport", 0)],
-        maximum_concurrent_rpcs=concurrency,
+        # no maximum_concurrent_rpcs: it counts health and info too; streams are bounded in `flow`
     )
     pb_grpc.add_XCubeServicer_to_server(servicer, grpc_server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, grpc_server)
@@ -193,11 +263,14 @@ def create_server(pipeline: Any, host: str = "127.0.0.1", port: int = 0, *, max_
         grpc_server)
 
     bound = _bind(grpc_server, host, port, tls_cert, tls_key)
-    server = XCubeServer(grpc_server, bound, host, model, jobs, worker, health_servicer)
+    server = XCubeServer(grpc_server, bound, host, model, jobs, workers, health_servicer, servicer)
     grpc_server.start()
-    worker.start()
+    service_flow.watchdog.start()
+    for worker in workers:
+        worker.start()
     model.start()
-    log.info("listening on %s (%s, queue %d, outputs %s, auth %s, tls %s)", server.address,
-             "loading model" if model.pipeline is None else label["device"], limits.max_queue,
-             ",".join(outputs), "on" if token else "off", "on" if tls_cert is not None else "off")
+    log.info("listening on %s (%s, %d worker(s), queue %d, outputs %s, auth %s, tls %s, streams %d total / %d "
+             "per client, send timeout %g s)", server.address, "loading model" if model.pipeline is None else label(),
+             len(workers), limits.max_queue, ",".join(outputs), "on" if token else "off",
+             "on" if tls_cert is not None else "off", flow.max_streams, flow.max_streams_per_client, flow.send_timeout)
     return server, bound

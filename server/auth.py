@@ -11,6 +11,8 @@ import logging
 
 import grpc
 
+from server.status import clip
+
 log = logging.getLogger("xcube.server")
 
 
@@ -49,5 +51,6 @@ class TokenAuthInterceptor(grpc.ServerInterceptor):
         if value and hmac.compare_digest(value.strip().encode("utf-8"), self._token):
             return continuation(handler_call_details)
         reason = "wrong token" if value else "missing token (send metadata 'authorization: Bearer <token>')"
-        log.warning("rejected %s: %s", handler_call_details.method, reason)
+        # the path comes from an unauthenticated client: escaped and clipped, one line whatever it holds
+        log.warning("rejected %s: %s", clip(handler_call_details.method, 120), reason)
         return _aborting_handler(continuation(handler_call_details), reason)

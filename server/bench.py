@@ -1,4 +1,6 @@
-"""gRPC server overhead vs the in-process pipeline, time to first level, and throughput.
+"""gRPC server overhead vs the in-process pipeline, time to first level, and throughput; with
+``--soak N`` memory over N distinct requests, with ``--load C`` C concurrent mixed clients
+(`server.bench_hostile`).
 
 The same requests (prompt, seeds, steps, levels) run three ways: directly on the pipeline in this
 process; one at a time through a real server on a loopback port (client in this process, levels
@@ -30,6 +32,12 @@ def add_arguments(parser) -> None:
     parser.add_argument("--device", default="cpu", help="torch device (default %(default)s)")
     parser.add_argument("--threads", type=int, default=0,
                         help="torch CPU threads, both ways (0 = as `python -m server`: cores - 1 on the CPU)")
+    parser.add_argument("--soak", type=int, default=0, metavar="N",
+                        help="instead: N sequential requests with distinct seeds, RSS at steps (target: RSS after "
+                             "N <= 1.3 x RSS after 10)")
+    parser.add_argument("--load", type=int, default=0, metavar="C",
+                        help="instead: C concurrent mixed clients for --duration s (completions, codes, p50/p95)")
+    parser.add_argument("--duration", type=float, default=60.0, help="seconds of --load (default %(default)s)")
 
 
 class SyntheticPipeline:
@@ -171,11 +179,16 @@ def run(args) -> int:
     from xcube_client import XCubeClient
 
     logging.getLogger("xcube.server").setLevel(logging.WARNING)
+    logging.getLogger("xcube_core.pipeline").setLevel(logging.WARNING)
     from server.__main__ import cpu_threads
 
     args.threads = cpu_threads(args, args.device) or 0
     _set_threads(args.threads)
     pipeline, described = load_pipeline(args)
+    if args.soak or args.load:
+        from server import bench_hostile
+
+        return (bench_hostile.run_soak if args.soak else bench_hostile.run_load)(args, pipeline, described)
     outputs = tuple(o.strip() for o in args.outputs.split(",") if o.strip())
     requests = [dict(prompt=f"a village by a river, variant {i}", seed=i, steps=args.steps,
                      num_levels=args.levels) for i in range(args.requests)]

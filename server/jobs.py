@@ -38,6 +38,8 @@ class Job:
     cancel: threading.Event = dataclasses.field(default_factory=threading.Event)
     events: queue.Queue = dataclasses.field(default_factory=queue.Queue)
     created: float = dataclasses.field(default_factory=time.monotonic)
+    device: str = ""  # set by the worker that runs it
+
 
     def emit(self, kind: str, payload: Any = None) -> None:
         self.events.put((kind, payload))
@@ -46,10 +48,11 @@ class Job:
 class JobQueue:
     """A bounded FIFO of waiting jobs. ``max_size`` counts waiting jobs, not the running one."""
 
-    def __init__(self, max_size: int) -> None:
+    def __init__(self, max_size: int, on_change: Callable[[int], None] | None = None) -> None:
         if max_size < 1:
             raise ValueError(f"max queue size must be >= 1, got {max_size}")
         self.max_size = max_size
+        self.on_change = on_change  # called with the number of waiting jobs after every change
         self._jobs: collections.deque[Job] = collections.deque()
         self._cond = threading.Condition()
         self._closed = False
@@ -73,6 +76,7 @@ class JobQueue:
             self._jobs.append(job)
             position = len(self._jobs) - 1
             job.emit("queued", (position, len(self._jobs)))
+            self._changed()
             self._cond.notify()
             return position
 
@@ -109,6 +113,11 @@ class JobQueue:
     def _announce_positions(self) -> None:
         for position, job in enumerate(self._jobs):
             job.emit("queued", (position, len(self._jobs)))
+        self._changed()
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change(len(self._jobs))
 
 
 class ModelHolder:
@@ -170,12 +179,55 @@ class ModelHolder:
         raise ServerUnavailable("the model is still loading; retry when health reports SERVING")
 
 
+class ModelGroup:
+    """The models of all workers (one per device), seen as one: ready when every one has loaded.
+
+    ``pipeline`` and ``require()`` answer with the first worker's model: all serve the same model,
+    so validation and GetServerInfo may ask any of them.
+    """
+
+    def __init__(self, holders: list[ModelHolder]) -> None:
+        if not holders:
+            raise ValueError("ModelGroup needs at least one model")
+        self.holders = holders
+
+    def start(self) -> None:
+        for holder in self.holders:
+            holder.start()
+
+    @property
+    def pipeline(self):
+        return self.holders[0].pipeline if all(h.pipeline is not None for h in self.holders) else None
+
+    @property
+    def error(self) -> BaseException | None:
+        return next((h.error for h in self.holders if h.error is not None), None)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for holder in self.holders:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not holder.wait(left):
+                return False
+            if holder.error is not None:
+                return True  # one failure decides; the others need not be awaited
+        return True
+
+    def require(self):
+        for holder in self.holders:
+            if holder.error is not None:
+                return holder.require()
+        for holder in self.holders:
+            holder.require()
+        return self.holders[0].pipeline
+
+
 class Worker(threading.Thread):
     """Consumes the job queue in order on one device; never dies on a failed job."""
 
     def __init__(self, jobs: JobQueue, model: ModelHolder, device_label: Callable[[], str],
-                 cpu_threads: int | None = None) -> None:
-        super().__init__(name="xcube-worker", daemon=True)
+                 cpu_threads: int | None = None, index: int = 0) -> None:
+        super().__init__(name=f"xcube-worker-{index}" if index else "xcube-worker", daemon=True)
         self.cpu_threads = cpu_threads
         self.jobs = jobs
         self.model = model
@@ -205,6 +257,7 @@ class Worker(threading.Thread):
 
     def _run_job(self, job: Job) -> None:
         p = job.params
+        job.device = self.device_label()
         job.emit("started", time.monotonic() - job.created)
         try:
             pipeline = self.model.require()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -12,11 +13,13 @@ import grpc
 
 from xcube_client._proto import xcube_pb2 as pb
 from xcube_client._proto import xcube_pb2_grpc as pb_grpc
-from xcube_core.errors import CancelledError
+from xcube_core.errors import CancelledError, ResourceExhaustedError
 
 from server import artifacts
+from server.flow import Admission, FlowLimits, SendWatchdog, cancel_call, client_key
 from server.jobs import Job, JobQueue, ModelHolder, Worker
-from server.status import ServerUnavailable, status_for
+from server.memory import release_free_memory
+from server.status import ServerUnavailable, clip, status_for
 from server.validation import FORMAT_BY_NAME, ModelFacts, ServerLimits, validate_request
 
 log = logging.getLogger("xcube.server")
@@ -35,7 +38,7 @@ class RequestRecord:
     def __init__(self, request_id: str, peer: str, prompt: str, tag: str) -> None:
         self.t0 = time.monotonic()
         self.finished = False
-        self.fields = {"event": "generate", "id": request_id, "peer": peer, "prompt_chars": len(prompt),
+        self.fields = {"event": "generate", "id": request_id, "peer": clip(peer, 100), "prompt_chars": len(prompt),
                        "tag": tag, "levels": [], "queued_s": None}
 
     def finish(self, outcome: str, message: str = "") -> None:
@@ -46,14 +49,27 @@ class RequestRecord:
         log.info("request %s", json.dumps(self.fields, sort_keys=False))
 
 
+class Flow:
+    """The servicer's flow control: Generate admission and the send watchdog (see `server.flow`)."""
+
+    def __init__(self, limits: FlowLimits) -> None:
+        self.limits = limits
+        self.admission = Admission(limits.max_streams, limits.max_streams_per_client)
+        self.watchdog = SendWatchdog(limits.send_timeout)
+
+
 class XCubeServicer(pb_grpc.XCubeServicer):
     """Implements xcube.v1.XCube over one `ModelHolder` and one worker."""
 
     def __init__(self, model: ModelHolder, jobs: JobQueue, worker: Worker, limits: ServerLimits,
-                 supported_outputs: tuple[str, ...], device_label: Callable[[], str], auth_required: bool) -> None:
+                 supported_outputs: tuple[str, ...], device_label: Callable[[], str], auth_required: bool,
+                 *, flow: Flow | None = None, workers: list[Worker] | None = None) -> None:
         self.model = model
         self.jobs = jobs
         self.worker = worker
+        self.workers = workers or [worker]
+        self.flow = flow or Flow(FlowLimits())
+        self.shutting_down = threading.Event()
         self.limits = limits
         self.supported_outputs = supported_outputs
         self.device_label = device_label
@@ -65,7 +81,8 @@ class XCubeServicer(pb_grpc.XCubeServicer):
         pipe = self.model.pipeline
         info = pb.ServerInfo(
             server_version=server_version(), api_version=API_VERSION, model_loaded=pipe is not None,
-            device=self.device_label(), queue_length=len(self.jobs), busy=self.worker.busy.is_set(),
+            device=self.device_label(), queue_length=len(self.jobs),
+            busy=all(w.busy.is_set() for w in self.workers),
             auth_required=self.auth_required,
             supported_outputs=[FORMAT_BY_NAME[n] for n in self.supported_outputs],
         )
@@ -87,24 +104,64 @@ class XCubeServicer(pb_grpc.XCubeServicer):
 
     # -- Generate --------------------------------------------------------------------------------------
     def Generate(self, request, context) -> Iterator[pb.GenerateEvent]:  # noqa: N802
+        """Admission (per client and in total), then the stream under the send watchdog."""
+        key = client_key(context.peer())
+        try:
+            self.flow.admission.enter(key)
+        except ResourceExhaustedError as exc:
+            # DEBUG: a flood of refusals must not flood the log
+            log.debug("request %s", json.dumps({"event": "generate", "id": "", "peer": clip(context.peer(), 100),
+                                                "outcome": "RESOURCE_EXHAUSTED", "message": str(exc)}))
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+        state: dict = {}
+        stream = self.flow.watchdog.add(lambda waited: self._cut_stalled(context, state, waited))
+        try:
+            for event in self._generate(request, context, state):
+                stream.sending()
+                yield event
+                stream.sent()
+        finally:
+            self.flow.watchdog.remove(stream)
+            self.flow.admission.leave(key)
+            state.clear()
+            release_free_memory()  # this stream's encoded levels were freed on this thread's arena
+
+    def _cut_stalled(self, context, state: dict, waited: float) -> None:
+        """Watchdog: this stream's client has not read for ``waited`` s; end the call, free the job."""
+        message = (f"stream cut: the client read nothing for {waited:.0f} s (the server's send timeout is "
+                   f"{self.flow.watchdog.timeout:g} s); read the stream as it arrives")
+        job, record = state.get("job"), state.get("record")
+        if job is not None:
+            job.cancel.set()
+            self._on_rpc_done(job)
+        if record is not None and not record.finished:
+            record.finish(grpc.StatusCode.ABORTED.name, message)
+        cancel_call(context, grpc.StatusCode.ABORTED, message)
+
+    def _generate(self, request, context, state: dict) -> Iterator[pb.GenerateEvent]:
         rid = uuid.uuid4().hex[:12]
-        tag = request.client_tag if len(request.client_tag) <= 128 else ""
-        record = RequestRecord(rid, context.peer(), request.prompt, tag)
+        tag = request.client_tag if len(request.client_tag) <= 128 and request.client_tag.isprintable() else ""
+        record = state["record"] = RequestRecord(rid, context.peer(), request.prompt, tag)
         job = None
         try:
             pipeline = self.model.require()
             params = validate_request(request, self.limits, ModelFacts.of(pipeline), self.supported_outputs)
-            job = Job(rid, params)
+            job = state["job"] = Job(rid, params)
             context.add_callback(lambda: self._on_rpc_done(job))
             self.jobs.submit(job)
             yield from self._relay(job, record, context)
         except Exception as exc:  # noqa: BLE001 - mapped to a status in one place
             if job is not None:
                 job.cancel.set()
-            if isinstance(exc, CancelledError) and not context.is_active():
+            if isinstance(exc, CancelledError) and self.shutting_down.is_set():
+                exc = ServerUnavailable("the server shut down during this job; retry on another server or later")
+            elif isinstance(exc, CancelledError) and not context.is_active():
                 exc = CancelledError("cancelled by the client or its deadline")
             code, message, field = status_for(exc, rid)
-            record.finish(code.name, message)
+            if code == grpc.StatusCode.CANCELLED and _deadline_passed(context):
+                code = grpc.StatusCode.DEADLINE_EXCEEDED
+            if not record.finished:
+                record.finish(code.name, message)
             if field:
                 context.set_trailing_metadata((("xcube-field", field),))
             context.set_code(code)
@@ -115,7 +172,10 @@ class XCubeServicer(pb_grpc.XCubeServicer):
             if job is not None:
                 job.cancel.set()
             if not record.finished:
-                record.finish("CANCELLED", "the client went away")
+                if _deadline_passed(context):
+                    record.finish(grpc.StatusCode.DEADLINE_EXCEEDED.name, "the client's deadline passed")
+                else:
+                    record.finish("CANCELLED", "the client went away")
 
     def _on_rpc_done(self, job: Job) -> None:
         """RPC ended (finished, client cancel, deadline, shutdown): stop the job, free its slot."""
@@ -133,7 +193,7 @@ class XCubeServicer(pb_grpc.XCubeServicer):
                                                                            queue_length=payload[1]))
             elif kind == "started":
                 record.fields["queued_s"] = round(payload, 4)
-                yield pb.GenerateEvent(request_id=job.id, started=pb.Started(device=self.device_label(),
+                yield pb.GenerateEvent(request_id=job.id, started=pb.Started(device=job.device or self.device_label(),
                                                                              queued_seconds=payload))
             elif kind == "progress":
                 level, step, total = payload
@@ -158,6 +218,14 @@ class XCubeServicer(pb_grpc.XCubeServicer):
                 raise payload if isinstance(payload, Exception) else RuntimeError(repr(payload))
             if not context.is_active() and not job.cancel.is_set():
                 job.cancel.set()
+
+
+def _deadline_passed(context) -> bool:
+    """True when the call had a deadline and it has passed (time_remaining is huge without one)."""
+    try:
+        return context.time_remaining() is not None and context.time_remaining() <= 0
+    except Exception:  # noqa: BLE001 - a context without a deadline
+        return False
 
 
 def reject_waiting(jobs: list[Job]) -> None:

@@ -21,6 +21,16 @@ class ServerUnavailable(XCubeError):
     """The model is still loading or the server is shutting down. Maps to UNAVAILABLE (retryable)."""
 
 
+MAX_MESSAGE_CHARS = 1000  # status details travel in HTTP/2 trailers (gRPC's metadata limit is 16 KiB)
+
+
+def clip(text: object, limit: int = 80) -> str:
+    """``text`` as a printable string of at most ``limit`` characters (client input in messages/logs)."""
+    value = str(text)
+    value = value.encode("unicode_escape", "backslashreplace").decode("ascii") if not value.isprintable() else value
+    return value if len(value) <= limit else value[: max(0, limit - 20)] + f"... ({len(value)} chars)"
+
+
 def _is_out_of_memory(exc: BaseException) -> bool:
     if isinstance(exc, MemoryError):
         return True
@@ -35,7 +45,15 @@ def _is_out_of_memory(exc: BaseException) -> bool:
 
 
 def status_for(exc: BaseException, request_id: str = "") -> tuple[grpc.StatusCode, str, str]:
-    """Map an exception to ``(status code, message, field)``; ``field`` is set for INVALID_ARGUMENT."""
+    """Map an exception to ``(status code, message, field)``; ``field`` is set for INVALID_ARGUMENT.
+
+    The message is at most `MAX_MESSAGE_CHARS` printable characters, whatever the exception holds.
+    """
+    code, message, field = _status_for(exc, request_id)
+    return code, clip(message, MAX_MESSAGE_CHARS), clip(field, 100)
+
+
+def _status_for(exc: BaseException, request_id: str = "") -> tuple[grpc.StatusCode, str, str]:
     field = getattr(exc, "field", "") or ""
     if isinstance(exc, InvalidInputError):
         return grpc.StatusCode.INVALID_ARGUMENT, str(exc), field

@@ -16,6 +16,8 @@ import numpy as np
 from xcube_client._proto import xcube_pb2 as pb
 from xcube_core.errors import InvalidInputError
 
+from server.status import clip
+
 FORMAT_NAMES = {pb.OUTPUT_FORMAT_VDB: "vdb", pb.OUTPUT_FORMAT_MESH: "mesh", pb.OUTPUT_FORMAT_RAW: "raw"}
 FORMAT_BY_NAME = {v: k for k, v in FORMAT_NAMES.items()}
 _DTYPES = {"int32": "<i4", "int64": "<i8"}
@@ -98,6 +100,9 @@ def validate_request(req: pb.GenerateRequest, limits: ServerLimits, model: Model
     if not 1 <= num_levels <= model.num_levels:
         raise RequestFieldError("num_levels", f"must be in 1..{model.num_levels} (or 0 for all), "
                                               f"got {req.num_levels}")
+    if req.HasField("condition") and num_levels < 2:
+        raise RequestFieldError("num_levels", f"a condition grid replaces level 0, so ask for 2..{model.num_levels} "
+                                              f"levels (or 0 for all), got {num_levels}")
     outputs = _check_outputs(list(req.outputs), supported_outputs)
     condition = _check_condition(req.condition, limits, model) if req.HasField("condition") else None
     tag = req.client_tag
@@ -108,6 +113,7 @@ def validate_request(req: pb.GenerateRequest, limits: ServerLimits, model: Model
 
 
 def _check_prompt(prompt: str, limits: ServerLimits) -> str:
+    prompt = prompt.replace("\r\n", "\n").replace("\r", "\n")  # pasted Windows/old-Mac line ends
     if not prompt.strip():
         raise RequestFieldError("prompt", "is empty; describe the scene, e.g. 'a small harbour town'")
     if len(prompt) > limits.max_prompt_length:
@@ -125,7 +131,7 @@ def _check_outputs(outputs: list[int], supported: tuple[str, ...]) -> tuple[str,
     for value in outputs:
         name = FORMAT_NAMES.get(value)
         if name is None:
-            raise RequestFieldError("outputs", f"unknown output format {value}; use VDB, MESH or RAW")
+            raise RequestFieldError("outputs", f"unknown output format {clip(value)}; use VDB, MESH or RAW")
         if name not in supported:
             raise RequestFieldError("outputs", f"{name.upper()} is not available on this server "
                                                f"(supported: {', '.join(s.upper() for s in supported)})")
@@ -135,19 +141,33 @@ def _check_outputs(outputs: list[int], supported: tuple[str, ...]) -> tuple[str,
     return tuple(names)
 
 
-def decode_array(arr: pb.RawArray, field: str, dtypes: dict[str, str], ndim_shape: tuple) -> np.ndarray:
-    """Decode a RawArray, checking dtype, shape (``-1`` = any length) and byte length."""
+def check_array_header(arr: pb.RawArray, field: str, dtypes: dict[str, str], ndim_shape: tuple,
+                       max_rows: int) -> tuple[tuple[int, ...], np.dtype]:
+    """Check dtype, shape (``-1`` = any length, at most ``max_rows``) and byte length by arithmetic on
+    the declared sizes (Python integers: no overflow), before any byte is decoded."""
     if arr.dtype not in dtypes:
-        raise RequestFieldError(f"{field}.dtype", f"must be one of {sorted(dtypes)}, got {arr.dtype!r}")
+        raise RequestFieldError(f"{field}.dtype", f"must be one of {sorted(dtypes)}, got {clip(repr(arr.dtype))}")
+    want = "[" + ", ".join("N" if w == -1 else str(w) for w in ndim_shape) + "]"
+    if len(arr.shape) != len(ndim_shape):
+        raise RequestFieldError(f"{field}.shape", f"must be {want}, got {len(arr.shape)} dimensions "
+                                                  f"{clip(list(arr.shape[:8]))}")
     shape = tuple(int(s) for s in arr.shape)
-    if len(shape) != len(ndim_shape) or any(w not in (-1, g) for w, g in zip(ndim_shape, shape)):
-        want = "[" + ", ".join("N" if w == -1 else str(w) for w in ndim_shape) + "]"
-        raise RequestFieldError(f"{field}.shape", f"must be {want}, got {list(shape)}")
+    if any(w not in (-1, g) for w, g in zip(ndim_shape, shape)):
+        raise RequestFieldError(f"{field}.shape", f"must be {want}, got {clip(list(shape))}")
+    if any(g > max_rows for w, g in zip(ndim_shape, shape) if w == -1):
+        raise RequestFieldError(f"{field}.shape", f"N must be at most {max_rows}, got {clip(list(shape))}")
     np_dtype = np.dtype(dtypes[arr.dtype])
-    expected = int(np.prod(shape, dtype=np.int64)) * np_dtype.itemsize
+    expected = math.prod(shape) * np_dtype.itemsize
     if len(arr.data) != expected:
-        raise RequestFieldError(f"{field}.data", f"has {len(arr.data)} bytes, shape {list(shape)} of "
+        raise RequestFieldError(f"{field}.data", f"has {len(arr.data)} bytes, shape {clip(list(shape))} of "
                                                  f"{arr.dtype} needs {expected}")
+    return shape, np_dtype
+
+
+def decode_array(arr: pb.RawArray, field: str, dtypes: dict[str, str], ndim_shape: tuple,
+                 max_rows: int = 1 << 40) -> np.ndarray:
+    """Decode a RawArray, checking dtype, shape (``-1`` = any length) and byte length first."""
+    shape, np_dtype = check_array_header(arr, field, dtypes, ndim_shape, max_rows)
     return np.frombuffer(arr.data, dtype=np_dtype).reshape(shape)
 
 
@@ -158,10 +178,17 @@ def _check_condition(cond: pb.ConditionGrid, limits: ServerLimits, model: ModelF
 
     if not cond.HasField("ijk"):
         raise RequestFieldError("condition.ijk", "is required when a condition is given")
-    ijk = decode_array(cond.ijk, "condition.ijk", {"int32": "<i4"}, (-1, 3))
+    # a grid cannot hold more distinct voxels than it has cells: refuse by arithmetic, decode nothing
+    most = min(limits.max_condition_voxels, math.prod(model.coarse_shape))
+    shape, _ = check_array_header(cond.ijk, "condition.ijk", {"int32": "<i4"}, (-1, 3), most)
+    if not 1 <= shape[0] <= most:
+        raise RequestFieldError("condition.ijk", f"must hold 1..{most} voxels (the coarse grid "
+                                                 f"{tuple(model.coarse_shape)} has {math.prod(model.coarse_shape)} "
+                                                 f"cells), got {shape[0]}")
+    if cond.HasField("semantics"):
+        check_array_header(cond.semantics, "condition.semantics", _DTYPES, (shape[0],), most)
+    ijk = decode_array(cond.ijk, "condition.ijk", {"int32": "<i4"}, (-1, 3), most)
     n = ijk.shape[0]
-    if not 1 <= n <= limits.max_condition_voxels:
-        raise RequestFieldError("condition.ijk", f"must hold 1..{limits.max_condition_voxels} voxels, got {n}")
     shape = np.asarray(model.coarse_shape)
     if (ijk < 0).any() or (ijk >= shape).any():
         raise RequestFieldError("condition.ijk", f"coordinates must lie in [0, {tuple(model.coarse_shape)}) "

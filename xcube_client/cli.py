@@ -49,6 +49,7 @@ def _generate(client: XCubeClient, args) -> int:
     def queued(position: int, length: int) -> None:
         print(f"queued: {position} job(s) ahead", file=sys.stderr)
 
+    _check_out_folder(args.out)  # before the server spends time on level 0
     t0 = time.monotonic()
     outputs = [o.strip() for o in args.outputs.split(",") if o.strip()]
     for level in client.generate(args.prompt, seed=args.seed, steps=args.steps, guidance=args.guidance,
@@ -58,6 +59,15 @@ def _generate(client: XCubeClient, args) -> int:
         print(f"\rlevel {level.index}: {level.num_voxels} voxels at {level.voxel_size:g} m, "
               f"{time.monotonic() - t0:.1f} s -> {', '.join(p.name for p in paths)}", file=sys.stderr)
     return 0
+
+
+def _check_out_folder(out: pathlib.Path) -> None:
+    """Create ``out`` or make sure it is a writable folder; OSError with the reason otherwise."""
+    if out.exists() and not out.is_dir():
+        raise OSError(f"--out {str(out)!r} is a file, not a folder; pass a folder for the level files")
+    out.mkdir(parents=True, exist_ok=True)
+    if not os.access(out, os.W_OK):
+        raise OSError(f"--out {str(out)!r} is not writable")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -69,6 +69,36 @@ def parse_address(address: str) -> str:
     return text
 
 
+def _whole_number(name: str, value, most: int) -> int:
+    """``value`` as an int in 0..most, else a ValueError naming the argument (before anything is sent)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        try:
+            if float(value) != int(value):
+                raise ValueError
+            value = int(value)
+        except (TypeError, ValueError, OverflowError):
+            raise ValueError(f"{name} must be a whole number in 0..{most}, got {value!r}") from None
+    if not 0 <= value <= most:
+        raise ValueError(f"{name} must be in 0..{most}, got {value}")
+    return value
+
+
+# what the transport says, in the words a user needs (matched against grpc's details, lower-cased)
+_TLS_HINTS = (
+    (("not in peer certificate", "hostname", "subject alt", "peer name"),
+     "the server's TLS certificate does not name the host {host!r}; connect with a name the certificate "
+     "lists, or make a certificate for this one"),
+    (("certificate verify failed", "certificate_verify_failed", "unable to get local issuer", "self signed",
+      "self-signed"),
+     "the server's TLS certificate is not trusted; pass its certificate or CA (--tls-ca / root_certificates)"),
+    (("ssl", "tls", "handshake", "wrong_version_number", "wrong version number"),
+     "the TLS handshake failed: is the server using TLS (--tls-cert) and this client too (--tls-ca), "
+     "or neither?"),
+)
+_DROPPED = ("socket closed", "connection reset", "broken pipe", "rst_stream", "stream removed", "goaway",
+            "eof", "connection aborted", "end of tcp stream")
+
+
 class XCubeClient:
     """A client of the XCube server.
 
@@ -199,10 +229,11 @@ class XCubeClient:
         call = self._stub.Generate(request, timeout=timeout, metadata=self._metadata)
         with self._lock:
             self._calls.add(call)
+        seen = [0]  # events received: a failure after the first is a failure mid-stream
         try:
-            yield from self._consume(call, progress, queued)
+            yield from self._consume(call, progress, queued, seen)
         except grpc.RpcError as exc:
-            raise self._translate(exc, cancelled_by_us=id(call) in self._cancelled) from None
+            raise self._translate(exc, cancelled_by_us=id(call) in self._cancelled, mid_stream=seen[0] > 0) from None
         finally:
             with self._lock:
                 self._calls.discard(call)
@@ -212,6 +243,10 @@ class XCubeClient:
     def _build_request(self, prompt, seed, steps, guidance, num_levels, outputs, condition, client_tag):
         if isinstance(outputs, str):
             outputs = (outputs,)
+        seed = _whole_number("seed", seed, (1 << 63) - 1)
+        steps = _whole_number("steps", steps, (1 << 32) - 1)
+        num_levels = _whole_number("num_levels", num_levels, (1 << 32) - 1)
+        prompt = str(prompt).replace("\r\n", "\n").replace("\r", "\n")  # pasted Windows line ends
         wanted = []
         for name in outputs:
             key = str(name).lower()
@@ -231,11 +266,13 @@ class XCubeClient:
                 request.condition.semantics.CopyFrom(pb.RawArray(dtype="int32", shape=[n], data=sem))
         return request
 
-    def _consume(self, call, progress, queued) -> Iterator[GeneratedLevel]:
+    def _consume(self, call, progress, queued, seen=None) -> Iterator[GeneratedLevel]:
         level: pb.LevelStart | None = None
         buffers: list[_Buffer] = []
         error: pb.Error | None = None
         for event in call:
+            if seen is not None:
+                seen[0] += 1
             kind = event.WhichOneof("event")
             if kind == "progress" and progress is not None:
                 progress(event.progress.level, event.progress.step, event.progress.total)
@@ -271,7 +308,7 @@ class XCubeClient:
         buf.append(chunk.data)
 
     # -- errors --------------------------------------------------------------------------------------
-    def _translate(self, exc: grpc.RpcError, cancelled_by_us: bool = False) -> XCubeClientError:
+    def _translate(self, exc: grpc.RpcError, cancelled_by_us: bool = False, mid_stream: bool = False) -> XCubeClientError:
         code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
         name = code.name if code is not None else "UNKNOWN"
         details = (exc.details() if hasattr(exc, "details") else str(exc)) or ""
@@ -282,11 +319,7 @@ class XCubeClient:
                     field = value
         cls = error_class(name)
         if name == "UNAVAILABLE":
-            if "loading" in details:
-                msg = f"server at {self.address} is still loading its model; retry when health() is SERVING"
-            else:
-                msg = (f"server not reachable at {self.address}, is `python -m server` running? "
-                       f"({details or 'connection failed'})")
+            msg = self._unavailable_message(details, mid_stream)
         elif name == "UNAUTHENTICATED":
             msg = (f"server at {self.address} refused the request: {details}; "
                    "pass the token the server was started with (--token)")
@@ -297,9 +330,32 @@ class XCubeClient:
             msg = f"the call to {self.address} took longer than its timeout ({details})"
         elif name == "RESOURCE_EXHAUSTED":
             msg = f"server at {self.address} is busy: {details}"
+        elif name == "ABORTED":
+            msg = f"server at {self.address} ended the stream: {details}"
         else:
             msg = details or f"server at {self.address} failed with {name}"
         return cls(msg, code=name, details=details, field=field)
+
+
+    def _unavailable_message(self, details: str, mid_stream: bool) -> str:
+        low = details.lower()
+        if "loading" in low and "model" in low:
+            return f"server at {self.address} is still loading its model; retry when health() is SERVING"
+        if "shutting down" in low or "shut down" in low:
+            return f"server at {self.address} is shutting down: {details}"
+        host = self.address.rpartition(":")[0].strip("[]")
+        if "failed to connect" in low and any(n in low for n in ("socket closed", "connection reset", "eof")):
+            return (f"the server at {self.address} accepted the connection and closed it at once: if it uses TLS "
+                    f"(--tls-cert), connect with TLS too (--tls-ca / root_certificates); or it is not an XCube "
+                    f"server ({details})")
+        for needles, hint in _TLS_HINTS:
+            if any(n in low for n in needles):
+                return f"cannot connect to {self.address}: {hint.format(host=host)} ({details})"
+        if mid_stream or any(n in low for n in _DROPPED):
+            return (f"the connection to {self.address} was lost mid-stream (the server stopped or the network "
+                    f"dropped); check the server's log and retry ({details or 'connection lost'})")
+        return (f"server not reachable at {self.address}, is `python -m server` running? "
+                f"({details or 'connection failed'})")
 
 
 class _Buffer:

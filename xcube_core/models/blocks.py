@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from xcube_core.nn import PlanCache, SparseConv3d, SparseGroupNorm
+from xcube_core.nn.linear import VoxelLinear
 from xcube_core.sparse import GridBatch
 
 
@@ -51,7 +52,7 @@ class ResBlock(nn.Module):
         self.conv2 = SparseConv3d(out_ch, out_ch, 3)
         nn.init.zeros_(self.conv2.weight)  # residual branch starts at zero
         self.emb = nn.Linear(emb_dim, 2 * out_ch) if emb_dim else None
-        self.skip = nn.Linear(in_ch, out_ch) if in_ch != out_ch else None
+        self.skip = VoxelLinear(in_ch, out_ch) if in_ch != out_ch else None
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor, grid: GridBatch, plans: PlanCache,

@@ -18,6 +18,7 @@ from xcube_core.models.base import PretrainedMixin
 from xcube_core.models.blocks import ConvBlock, ResBlock
 from xcube_core.models.vae import attribute_features
 from xcube_core.nn import PlanCache, SparseConv3d
+from xcube_core.nn.linear import VoxelLinear
 from xcube_core.sparse import GridBatch
 
 
@@ -71,9 +72,9 @@ class RefineNet(nn.Module, PretrainedMixin):
         self.conv_in = SparseConv3d(cfg.in_channels + 1, cfg.channels, 3)
         self.blocks = nn.ModuleList(ResBlock(cfg.channels, cfg.channels) for _ in range(cfg.blocks))
         self.head = ConvBlock(cfg.channels, cfg.channels)
-        self.keep = nn.Linear(cfg.channels, 1)
-        self.normal = nn.Linear(cfg.channels, 3)
-        self.semantic = nn.Linear(cfg.channels, cfg.num_classes) if cfg.num_classes else None
+        self.keep = VoxelLinear(cfg.channels, 1)
+        self.normal = VoxelLinear(cfg.channels, 3)
+        self.semantic = VoxelLinear(cfg.channels, cfg.num_classes) if cfg.num_classes else None
         nn.init.zeros_(self.normal.weight)
         nn.init.zeros_(self.normal.bias)
 

@@ -26,6 +26,7 @@ from torch import nn
 from xcube_core.models.base import PretrainedMixin
 from xcube_core.models.blocks import ConvBlock, ResBlock
 from xcube_core.nn import PlanCache, SparseConv3d, SparseConvTranspose3d
+from xcube_core.nn.linear import VoxelLinear
 from xcube_core.sparse import GridBatch
 
 
@@ -127,7 +128,7 @@ class SparseStructureVAE(nn.Module, PretrainedMixin):
             nn.ModuleList(ResBlock(c[i] if j == 0 else c[i], c[i]) for j in range(config.blocks))
             for i in range(len(c))
         )
-        self.enc_proj = nn.ModuleList(nn.Linear(c[i], c[i + 1]) for i in range(len(c) - 1))
+        self.enc_proj = nn.ModuleList(VoxelLinear(c[i], c[i + 1]) for i in range(len(c) - 1))
         self.enc_dense = ResBlock(c[-1], c[-1]) if config.dense_latent else None
         self.enc_out = ConvBlock(c[-1], 2 * config.latent_channels)
         # decoder: coarse -> fine; step s works at width c[-1 - s]
@@ -137,10 +138,10 @@ class SparseStructureVAE(nn.Module, PretrainedMixin):
             nn.ModuleList(ResBlock(c[-1 - s], c[-1 - s]) for _ in range(config.blocks + (s == 0)))
             for s in range(steps)
         )
-        self.keep_heads = nn.ModuleList(nn.Linear(c[-1 - s], 1) for s in range(steps))
+        self.keep_heads = nn.ModuleList(VoxelLinear(c[-1 - s], 1) for s in range(steps))
         self.up = nn.ModuleList(SparseConvTranspose3d(c[-1 - s], c[-2 - s], 2, 2) for s in range(steps - 1))
-        self.normal_head = nn.Linear(c[0], 3)
-        self.semantic_head = nn.Linear(c[0], config.num_classes) if config.num_classes else None
+        self.normal_head = VoxelLinear(c[0], 3)
+        self.semantic_head = VoxelLinear(c[0], config.num_classes) if config.num_classes else None
 
     # --- encoder ------------------------------------------------------------------------------
     def latent_grid_for(self, grid: GridBatch, grid_shape: tuple[int, int, int] | None = None) -> GridBatch:

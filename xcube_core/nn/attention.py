@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from xcube_core.nn.linear import VoxelLinear
 from xcube_core.sparse import GridBatch
 
 
@@ -38,9 +39,9 @@ class _Attention(nn.Module):
         if channels % heads:
             raise ValueError(f"channels {channels} not divisible by heads {heads}")
         self.heads = heads
-        self.q = nn.Linear(channels, channels, bias=False)
+        self.q = VoxelLinear(channels, channels, bias=False)
         self.kv = nn.Linear(context_dim, 2 * channels, bias=False)
-        self.out = nn.Linear(channels, channels)
+        self.out = VoxelLinear(channels, channels)
         nn.init.zeros_(self.out.weight)  # start as identity in the residual stream (ADM's zero-init)
         nn.init.zeros_(self.out.bias)
 

@@ -25,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 import torch
 
 from xcube_core.compat.thread_pinning import one_thread_hooks, pin_one_thread
+from xcube_core.sparse.ops.matmul import mm_rows
 
 # Rows per tile on CPU: (TILE_ROWS, C) blocks of a few hundred KB sit in L2/L3 for C <= 128.
 TILE_ROWS = 8192
@@ -120,13 +121,13 @@ def _forward(x: torch.Tensor, weight: torch.Tensor, plan, tile: int = TILE_ROWS,
             o = acc[: b - a] if low else out[a:b]
             if plan.center is not None:
                 if low:
-                    o.copy_(torch.mm(x[a:b], weight[plan.center]))
+                    o.copy_(mm_rows(x[a:b], weight[plan.center]))
                 else:
                     torch.mm(x[a:b], weight[plan.center], out=o)
             else:
                 o.zero_()
             for k, in_k, out_k in _segments(plan, bounds, t):
-                y = torch.mm(x.index_select(0, in_k), weight[k])
+                y = mm_rows(x, weight[k], in_k)
                 if low:  # bf16/fp16 products, float32 sum: one rounding per output
                     o.index_add_(0, out_k - a, y.float())
                 else:

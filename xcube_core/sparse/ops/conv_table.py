@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import torch
 
+from xcube_core.sparse.ops.matmul import mm_rows, needs_bucket
+
 # Use the table when (N_in * K * C_out) elements of Y stay below this (about 256 MB in float32).
 MAX_TABLE_ELEMENTS = 64 * 1024 * 1024
 MAX_TABLE_CHANNELS = 32
@@ -62,7 +64,10 @@ class TableConvFn(torch.autograd.Function):
         w_flat = weight.permute(1, 0, 2).reshape(c_in, k_all * c_out)
         n_in = x.shape[0]
         y = x.new_empty(n_in * k_all + 1, c_out)
-        torch.mm(x, w_flat, out=y[:-1].view(n_in, k_all * c_out))
+        if needs_bucket(x):  # low precision on the CPU: a bucketed row count (see sparse/ops/matmul.py)
+            y[:-1].view(n_in, k_all * c_out).copy_(mm_rows(x, w_flat))
+        else:
+            torch.mm(x, w_flat, out=y[:-1].view(n_in, k_all * c_out))
         y[-1].zero_()
         table, _ = neighbour_tables(plan)
         ctx.plan = plan
