@@ -22,8 +22,9 @@ ShapeNet configuration scaled down, on ``xcube data procedural`` data (3 levels:
 
 * level 0 — 1 m voxels: VAE to a *dense* 16 x 16 x 8 latent (8 channels, KL 0.03); a diffusion U-Net
   on that dense grid with position features and text cross-attention.
-* level 1 — 0.25 m voxels: VAE whose *sparse* latent (8 channels) lives on the 1 m grid that level 0
-  decodes; its U-Net takes the latent || level-0 normals || level-0 semantic embedding.
+* level 1 — 0.25 m voxels: VAE whose *sparse* latent (8 channels, KL 0.001, sub-cell position inputs)
+  lives on the 1 m grid that level 0 decodes; its U-Net takes the latent || level-0 normals ||
+  level-0 semantic embedding.
 """
 
 from __future__ import annotations
@@ -91,7 +92,8 @@ DEFAULT_RECIPE_DATA: dict[str, Any] = {
             "data_levels": [0, 2], "crop": 128,
             "vae": {"grid_shape": [256, 256, 128], "voxel_size": 0.25, "num_classes": NUM_CLASSES,
                     "channels": [8, 16, 32], "latent_channels": 8, "dense_latent": False, "dilate_steps": 1,
-                    "kl_weight": 0.1},
+                    # v2: KL 0.1 -> 0.001 and sub-cell position inputs (IoU 0.40 -> 0.88, docs/default-model.md)
+                    "kl_weight": 0.001, "position_features": True},
             "unet": {"latent_channels": 8, "grid_shape": [64, 64, 32], "cond_normals": True,
                      "cond_classes": NUM_CLASSES, "pos_freqs": 0, "model_channels": 32, "channel_mult": [1, 2, 4],
                      "cross_attention_levels": [2], "context_dim": 384},
