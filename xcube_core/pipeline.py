@@ -210,13 +210,17 @@ class XCubePipeline:
             yield level
             prev = level
 
-    def _generate_level(self, i, prev, text, gen, steps, guidance, eta, callback, cancel, scale=1) -> Level:
+    def _generate_level(self, i, prev, text, gen, steps, guidance, eta, callback, cancel, scale=1,
+                        shape=None, known=None) -> Level:
+        """One level. ``shape`` overrides the level's box (a tiling window); ``known`` (an
+        `xcube_core.inpaint.KnownLatent`) holds part of the latent to given values (RePaint)."""
         from xcube_core.diffusion.ddim import DDIMScheduler
         from xcube_core.diffusion.guidance import guide_doubled
 
         lv = self.levels[i]
         vcfg = lv.vae.config
-        shape = (vcfg.grid_shape[0] * scale, vcfg.grid_shape[1] * scale, vcfg.grid_shape[2])
+        if shape is None:
+            shape = (vcfg.grid_shape[0] * scale, vcfg.grid_shape[1] * scale, vcfg.grid_shape[2])
         if i == 0:
             proto = GridBatch.from_ijk(torch.zeros(1, 3, dtype=torch.int64, device=self.device), vcfg.voxel_size)
             lat_grid = lv.vae.latent_grid_for(proto, shape)
@@ -239,17 +243,22 @@ class XCubePipeline:
         grid2 = GridBatch.cat([lat_grid, lat_grid])
         plans = PlanCache()  # same grid at every step: kernel maps are built once per level
         tokens, mask, pooled = text.tokens, text.mask, text.pooled
+
+        def denoise(x, t):
+            tt = torch.full((2,), int(t), dtype=torch.long, device=self.device)
+            out = lv.unet(torch.cat([x, x]), grid2, tt, tokens, mask, pooled, _twice(cond_n), _twice(cond_s),
+                          plans=plans)
+            return sched.step(guide_doubled(out.float(), guidance), t, x, eta=eta, generator=gen)
+
         with self._autocast():
             for k, t in enumerate(sched.timesteps):
                 if cancel is not None and cancel.is_set():
                     raise CancelledError(f"cancelled at level {i}, step {k}/{steps}")
-                tt = torch.full((2,), int(t), dtype=torch.long, device=self.device)
-                out = lv.unet(torch.cat([x, x]), grid2, tt, tokens, mask, pooled, _twice(cond_n), _twice(cond_s),
-                              plans=plans)
-                v = guide_doubled(out.float(), guidance)
-                x = sched.step(v, t, x, eta=eta, generator=gen)
+                x = denoise(x, t) if known is None else known.step(x, t, denoise, sched, gen)
                 if callback is not None:
                     callback(i, k + 1, steps)
+            if known is not None:
+                x = known.finish(x)
             dec = lv.vae.decode(x / lv.latent_scale, lat_grid, max_voxels=_voxel_budget(shape), grid_shape=shape)
             grid, normals, sem = dec.grid, dec.normals, dec.semantics
             if lv.refine is not None and grid.total_voxels:
