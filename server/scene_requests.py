@@ -31,6 +31,7 @@ class EditParams:
     levels: list
     box_m: tuple[float, float, float, float]
     halo: int | None
+    grow: bool = False
 
 
 def _rows(arr: pb.RawArray, field: str, limit: int, what: str) -> int:
@@ -101,7 +102,7 @@ def check_edit(msg: pb.EditRegion, limits, model) -> EditParams:
             raise RequestFieldError("edit.scene_extent_m", f"must be (X, Y) in (0, {limits.max_extent_m}] m")
         cols = [math.ceil(v / model.voxel_sizes[0] - 1e-9) for v in ext]
         levels[0].metadata["extent_columns"] = cols
-    return EditParams(levels, box, int(msg.halo) or None)
+    return EditParams(levels, box, int(msg.halo) or None, bool(msg.grow))
 
 
 def check_extent(values, limits) -> tuple[float, float] | None:
@@ -138,7 +139,7 @@ def run_pipeline(pipeline, p, callback, cancel):
         from xcube_core.inpaint import edit_region
 
         return edit_region(pipeline, p.edit.levels, p.edit.box_m, p.prompt, resample=p.resample,
-                           halo=p.edit.halo, **common)
+                           halo=p.edit.halo, grow=p.edit.grow, **common)
     if p.extent is not None:
         from xcube_core.tiling import generate_extent
 

@@ -81,9 +81,31 @@ def test_bad_scenes_get_clear_errors(pipe, scene):
         next(edit_region(pipe, [], (0, 0, 2, 2), "x", steps=2))
     with pytest.raises(InvalidInputError, match="resample"):
         next(edit_region(pipe, scene, (0, 0, 2, 2), "x", steps=2, resample=0))
-    big = merge_tiles(list(generate_extent(pipe, "a park", (48, 16), seed=3, steps=2, num_levels=1)))
-    with pytest.raises(InvalidInputError, match="at most the model's tile"):
-        next(edit_region(pipe, big, (0, 0, 40, 8), "x", steps=2))
+    with pytest.raises(InvalidInputError, match="neither overlaps nor touches"):
+        next(edit_region(pipe, scene, (40, 0, 50, 8), "x", steps=2, grow=True))
+
+
+def test_a_box_wider_than_a_tile_is_tiled_and_the_rest_kept(pipe):
+    big = merge_tiles(list(generate_extent(pipe, "a park", (48, 16), seed=3, steps=2)))
+    edited = list(edit_region(pipe, big, (2, 0, 42, 10), "a lake", seed=1, steps=2, halo=2))
+    outside = lambda c: ~_in_box(1, 0, 21, 5)(c)  # noqa: E731
+    for old, new in zip(big, edited):
+        assert _records(new, outside) == _records(old, outside)
+        assert new.num_voxels == len(_records(new, lambda c: torch.ones(len(c), dtype=torch.bool)))
+
+
+@pytest.mark.parametrize("box, lo, hi", [((16, 0, 32, 16), 8, 16), ((-16, 0, 0, 16), -8, 0)])
+def test_growing_along_an_edge_keeps_the_scene_and_adds_beside_it(pipe, scene, box, lo, hi):
+    grown = list(edit_region(pipe, scene, box, "more street", seed=2, steps=2, grow=True, halo=2))
+    for old, new in zip(scene, grown):
+        assert _records(new, lambda c: (c[:, 0] >= 0) & (c[:, 0] < 8)) == _records(old, lambda c: c[:, 0] >= 0)
+        f = round(2.0 / new.voxel_size)
+        cols = torch.div(new.ijk[:, 0].long(), f, rounding_mode="floor")
+        assert bool(((cols >= min(lo, 0)) & (cols < max(hi, 8))).all())
+    assert bool(((torch.div(grown[0].ijk[:, 0].long(), 1, rounding_mode="floor") >= lo)
+                 & (grown[0].ijk[:, 0] < hi)).any())  # something new beside the old scene
+    assert grown[0].metadata["extent_columns"] == [16, 8]
+    assert grown[0].metadata["extent_origin_columns"] == [min(lo, 0), 0]
 
 
 @pytest.fixture(scope="module")

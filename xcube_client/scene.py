@@ -51,6 +51,7 @@ class EditRegion:
     box: tuple[float, float, float, float]
     halo: int = 0
     scene_extent_m: tuple[float, float] | None = None
+    grow: bool = False
 
 
 def float_bytes(values: Any, columns: int, what: str) -> tuple[bytes, int]:
@@ -94,7 +95,7 @@ def fill_request(request: pb.GenerateRequest, layout_mesh: LayoutMesh | None, ed
     if edit is not None:
         e = request.edit
         e.x0, e.y0, e.x1, e.y1 = (float(v) for v in edit.box)
-        e.halo = int(edit.halo)
+        e.halo, e.grow = int(edit.halo), bool(edit.grow)
         if edit.scene_extent_m is not None:
             e.scene_extent_m.extend(float(v) for v in edit.scene_extent_m)
         for i, lv in enumerate(edit.levels):

@@ -275,40 +275,69 @@ def scene_columns(levels: Sequence[Level], native: Sequence[int]) -> Box:
     lv0 = levels[0]
     ext = lv0.metadata.get("extent_columns")
     if ext:
-        return Box(0, 0, int(ext[0]), int(ext[1]))
+        ox, oy = (int(v) for v in lv0.metadata.get("extent_origin_columns", (0, 0)))
+        return Box(ox, oy, ox + int(ext[0]), oy + int(ext[1]))
     hi = lv0.ijk[:, :2].max(0).values.tolist() if lv0.num_voxels else [0, 0]
-    return Box(0, 0, max(int(native[0]), hi[0] + 1), max(int(native[1]), hi[1] + 1))
+    lo = lv0.ijk[:, :2].min(0).values.tolist() if lv0.num_voxels else [0, 0]
+    x0, y0 = min(0, lo[0]), min(0, lo[1])
+    return Box(x0, y0, max(x0 + int(native[0]), hi[0] + 1), max(y0 + int(native[1]), hi[1] + 1))
 
 
-def region_columns(box_m: Sequence[float], voxel_size: float, scene: Box) -> Box:
-    """Metres ``(x0, y0, x1, y1)`` to the columns they touch; InvalidInputError outside the scene."""
+def region_columns(box_m: Sequence[float], voxel_size: float, scene: Box, grow: bool = False) -> Box:
+    """Metres ``(x0, y0, x1, y1)`` to the columns they touch. InvalidInputError outside the scene, or
+    (``grow``) when the box neither overlaps nor touches it."""
     if len(box_m) != 4 or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in box_m):
         raise InvalidInputError(f"a box is four finite numbers X0 Y0 X1 Y1 in metres, got {list(box_m)!r}")
     x0, y0, x1, y1 = (float(v) for v in box_m)
     if not (x1 > x0 and y1 > y0):
         raise InvalidInputError(f"box {list(box_m)}: X1 must exceed X0 and Y1 exceed Y0")
-    sx, sy = scene.x1 * voxel_size, scene.y1 * voxel_size
-    if x0 < 0 or y0 < 0 or x1 > sx + 1e-9 or y1 > sy + 1e-9:
-        raise InvalidInputError(f"box {list(box_m)} m is not inside the scene, which spans "
-                                f"[0, {sx:g}] x [0, {sy:g}] m")
+    ax, ay, sx, sy = (v * voxel_size for v in (scene.x0, scene.y0, scene.x1, scene.y1))
+    eps = 1e-9
+    inside = x0 >= ax - eps and y0 >= ay - eps and x1 <= sx + eps and y1 <= sy + eps
+    touches = x0 <= sx + eps and y0 <= sy + eps and x1 >= ax - eps and y1 >= ay - eps
+    if not (inside or (grow and touches)):
+        what = "neither overlaps nor touches" if grow else "is not inside"
+        raise InvalidInputError(f"box {list(box_m)} m {what} the scene, which spans [{ax:g}, {sx:g}] x "
+                                f"[{ay:g}, {sy:g}] m")
     return Box(math.floor(x0 / voxel_size + 1e-9), math.floor(y0 / voxel_size + 1e-9),
                math.ceil(x1 / voxel_size - 1e-9), math.ceil(y1 / voxel_size - 1e-9))
 
 
-def _edit_window(region: Box, scene: Box, native: Sequence[int], cell: int) -> Box:
-    """A native-size level-0 window around ``region``, aligned to latent cells, inside the scene."""
-    def place(lo: int, hi: int, size: int, extent: int) -> int:
+def _axis_windows(lo: int, hi: int, size: int, extent: int, cell: int) -> list[tuple[int, int, int]]:
+    """(window start, owned start, owned end) along one axis for a region [lo, hi) of a scene [0, extent):
+    one native window around a narrow region (inside the scene), or overlapping windows across it."""
+    if hi - lo <= size:
         start = (lo + hi - size) // 2 // cell * cell
-        return max(0, min(start, (max(extent, size) - size) // cell * cell))
-    if region.width > native[0] or region.height > native[1]:
-        raise InvalidInputError(f"the box covers {region.width}x{region.height} coarse voxels; one edit regenerates "
-                                f"at most the model's tile of {native[0]}x{native[1]}: split it into smaller boxes")
-    x0, y0 = place(region.x0, region.x1, native[0], scene.x1), place(region.y0, region.y1, native[1], scene.y1)
-    win = Box(x0, y0, x0 + native[0], y0 + native[1])
-    if region.x1 > win.x1 or region.y1 > win.y1:  # alignment pushed the window off the region's end
-        win = Box(win.x0 + cell, win.y0, win.x1 + cell, win.y1) if region.x1 > win.x1 else win
-        win = Box(win.x0, win.y0 + cell, win.x1, win.y1 + cell) if region.y1 > win.y1 else win
-    return win
+        start = max(0, min(start, (max(extent, size) - size) // cell * cell))
+        start = start if start + size >= hi else start + cell * -(-(hi - start - size) // cell)
+        return [(start, lo, hi)]
+    stride = size - size // 4 // cell * cell
+    starts = [lo + s for s in _starts(hi - lo, size, stride)]
+    owned = [lo] + [s + size for s in starts[:-1]]
+    return [(s, o, min(s + size, hi) if k + 1 < len(starts) else hi) for k, (s, o) in enumerate(zip(starts, owned))]
+
+
+def _starts(extent: int, tile: int, stride: int) -> list[int]:
+    n = math.ceil((extent - tile) / stride) + 1
+    return [min(k * stride, extent - tile) for k in range(n)]
+
+
+def region_tiles(region: Box, scene: Box, native: Sequence[int], cell: int) -> list[tuple[Box, Box]]:
+    """(level-0 window, owned box) per tile of a region, in raster order; owned boxes partition it."""
+    xs = _axis_windows(region.x0, region.x1, native[0], scene.x1, cell)
+    ys = _axis_windows(region.y0, region.y1, native[1], scene.y1, cell)
+    return [(Box(wx, wy, wx + native[0], wy + native[1]), Box(ox0, oy0, ox1, oy1))
+            for wy, oy0, oy1 in ys for wx, ox0, ox1 in xs]
+
+
+def _known(window: Box, region: Box, old: Box, earlier: Sequence[Box]) -> torch.Tensor:
+    """(W, H) bool: columns of the old scene outside the region, or owned by earlier tiles."""
+    xs, ys = window.columns()
+    cols = torch.stack([xs.flatten(), ys.flatten()], 1)
+    known = old.contains(cols) & ~region.contains(cols)
+    for box in earlier:
+        known |= box.contains(cols)
+    return known.view(xs.shape)
 
 
 def check_scene(pipe, levels: Sequence[Level]) -> None:
@@ -325,53 +354,76 @@ def check_scene(pipe, levels: Sequence[Level]) -> None:
             raise InvalidInputError(f"scene level {i} has no normals; load it from a generated scene folder")
 
 
+def _moved(level: Level, cols: tuple[int, int], f: int) -> Level:
+    """A level moved by ``+cols`` level-0 columns along X and Y (``f`` voxels per column)."""
+    return select(level, torch.ones(level.num_voxels, dtype=torch.bool), (-cols[0] * f, -cols[1] * f, 0))
+
+
 @torch.no_grad()
 def edit_region(pipe, levels: Sequence[Level], box_m: Sequence[float], prompt: str, *, seed: int = 0,
                 steps: int = 25, guidance: float = 3.0, eta: float = 0.0, resample: int = 1,
-                halo: int | None = None, callback=None, cancel=None) -> Iterator[Level]:
+                halo: int | None = None, grow: bool = False, callback=None, cancel=None) -> Iterator[Level]:
     """Regenerate the X/Y box ``box_m`` (metres, full height) of a scene; yield each new level.
 
-    Every voxel outside the box is copied unchanged (bit-identical at every level); inside, each level
-    is sampled on a window around the box with everything outside held (see module docstring).
+    Every voxel outside the box is copied unchanged (bit-identical at every level). Inside, the box is
+    covered by windows of the model's native size (one, or overlapping tiles in raster order) sampled
+    with everything around them held (see module docstring). With ``grow`` the box may reach beyond
+    the scene (outpainting along an edge, also at negative coordinates); the scene then grows.
 
     Args:
         levels: the scene, coarsest first (e.g. `xcube_core.io.scene.read_scene`).
-        box_m: ``(x0, y0, x1, y1)`` in metres, inside the scene, at most one native tile wide.
-        halo: level-0 columns of context around the box at finer levels (default: the U-Net's
-            receptive field, `xcube_core.tiling.receptive_radius`).
+        box_m: ``(x0, y0, x1, y1)`` in metres (scene coordinates).
+        halo: level-0 columns of context around each tile at finer levels (default: the U-Net's
+            receptive field, `xcube_core.tiling.halo_columns`).
     Yields:
         `Level` i (the whole scene level: old voxels outside the box, new inside), coarse to fine.
     """
-    from xcube_core.tiling import halo_columns
-
     check_scene(pipe, levels)
     pipe.validate(prompt, steps, guidance, len(levels), None)
     check_resample(resample)
-    native = pipe.coarse_shape
-    scene = scene_columns(levels, native)
-    region = region_columns(box_m, pipe.voxel_sizes[0], scene)
+    v0 = pipe.voxel_sizes[0]
+    old = scene_columns(levels, pipe.coarse_shape)
+    region = region_columns(box_m, v0, old, grow)
     cell = 2 ** pipe.levels[0].vae.config.num_down
+    shift = (min(0, region.x0, old.x0) // cell * cell, min(0, region.y0, old.y0) // cell * cell)  # columns >= 0
+    sizes = pipe.voxel_sizes
+    if shift != (0, 0):
+        levels = [_moved(lv, (-shift[0], -shift[1]), level_factor(sizes, i)) for i, lv in enumerate(levels)]
+        old = Box(old.x0 - shift[0], old.y0 - shift[1], old.x1 - shift[0], old.y1 - shift[1])
+        region = Box(region.x0 - shift[0], region.y0 - shift[1], region.x1 - shift[0], region.y1 - shift[1])
+    scene = Box(0, 0, max(old.x1, region.x1), max(old.y1, region.y1))  # grown (when ``grow``)
     gen = torch.Generator(device="cpu").manual_seed(int(seed))
     text = pipe.text_encoder.encode([prompt, ""])
     opts = SampleOptions(steps, guidance, eta, resample, callback, cancel)
+    tiles = region_tiles(region, scene, pipe.coarse_shape, cell)
     prev = None
-    for i, old in enumerate(levels):
-        f = level_factor(pipe.voxel_sizes, i)
-        if i == 0:
-            window = _edit_window(region, scene, native, cell)
-        else:
-            window = region.expanded(halo_columns(pipe, i) if halo is None else int(halo)).intersection(scene)
-        xs, ys = window.columns()
-        known = ~region.contains(torch.stack([xs.flatten(), ys.flatten()], 1)).view(xs.shape)
-        known &= (xs < scene.x1) & (ys < scene.y1)
-        new = sample_window(pipe, i, window, region, known, prev, old, text, gen, opts)
-        outside = ~region.contains(columns_of(old.ijk, f))
-        level = concat([select(old, outside), new], old)
-        level.metadata = {**old.metadata, "edit": {"prompt": prompt, "seed": int(seed), "box_m": list(box_m)},
-                          "level": i}
-        logger.info("edit level %d: %d voxels kept, %d regenerated", i, int(outside.sum()), new.num_voxels)
-        yield level
+    for i, before in enumerate(levels):
+        level = _edit_level(pipe, i, before, prev, tiles, region, old, scene, halo, text, gen, opts)
+        extent = [scene.x1 - scene.x0, scene.y1 - scene.y0]
+        level.metadata = {**before.metadata, "level": i, "extent_columns": extent,
+                          "extent_origin_columns": [scene.x0 + shift[0], scene.y0 + shift[1]],
+                          "extent_m": [extent[0] * v0, extent[1] * v0],
+                          "edit": {"prompt": prompt, "seed": int(seed), "box_m": list(box_m)}}
         prev = level
+        yield level if shift == (0, 0) else _moved(level, shift, level_factor(sizes, i))
+
+
+def _edit_level(pipe, i, before, prev, tiles, region, old, scene, halo, text, gen, opts) -> Level:
+    from xcube_core.tiling import halo_columns
+
+    f = level_factor(pipe.voxel_sizes, i)
+    kept = select(before, ~region.contains(columns_of(before.ijk, f)))
+    h = halo_columns(pipe, i) if halo is None else int(halo)
+    parts, earlier = [kept], []
+    for window0, owned in tiles:
+        window = window0 if i == 0 else owned.expanded(h).intersection(scene)
+        known = _known(window, region, old, earlier)
+        new = sample_window(pipe, i, window, owned, known, prev, concat(parts, before), text, gen, opts)
+        parts.append(new)
+        earlier.append(owned)
+    logger.info("edit level %d: %d voxels kept, %d regenerated in %d tile(s)", i, kept.num_voxels,
+                sum(p.num_voxels for p in parts[1:]), len(tiles))
+    return concat(parts, before)
 
 
 def check_resample(resample) -> None:

@@ -130,7 +130,7 @@ def _nearby(canvas: dict, plan: TilePlan, box: Box, f: int) -> Level | None:
 def generate_extent(pipe, prompt: str, extent_m: Sequence[float], *, seed: int = 0, steps: int = 25,
                     guidance: float = 3.0, num_levels: int | None = None, overlap_m: float | None = None,
                     halo: int | None = None, resample: int = 1, eta: float = 0.0, callback=None,
-                    cancel=None) -> Iterator[Level]:
+                    cancel=None, hold: bool = True) -> Iterator[Level]:
     """Generate a scene of ``extent_m`` = (X, Y) metres tile by tile; yield each tile-level.
 
     Args:
@@ -139,6 +139,7 @@ def generate_extent(pipe, prompt: str, extent_m: Sequence[float], *, seed: int =
             quarter of the tile (16 m for the shipped 64 m tiles), rounded up to whole latent cells.
         halo: level-0 columns of context around a tile at finer levels (default `halo_columns`).
         resample: RePaint resampling rounds per step (1 = replacement only).
+        hold: False makes tiles ignore what their neighbours hold (the baseline of the seam score).
     Yields:
         `Level` holding the voxels one tile owns at one level (scene coordinates); metadata has
         ``tile`` [a, b], ``tile_index``, ``num_tiles``, ``region_m`` and ``extent_m``. All tiles of level
@@ -174,7 +175,8 @@ def generate_extent(pipe, prompt: str, extent_m: Sequence[float], *, seed: int =
                                         or empty_level(i - 1, pipe.voxel_sizes[i - 1], pipe.class_names))
             gen = torch.Generator(device="cpu").manual_seed(tile_seed(seed, i, a, b))
             opts = SampleOptions(steps, guidance, eta, resample, callback, cancel)
-            level = sample_window(pipe, i, window, own, plan.known(a, b, window), prev,
+            known = plan.known(a, b, window) if hold else torch.zeros(window.width, window.height, dtype=torch.bool)
+            level = sample_window(pipe, i, window, own, known, prev,
                                   _nearby(canvas, plan, window, f), text, gen, opts)
             level.seconds = time.perf_counter() - t0
             level.metadata = {**meta, "level": i, "tile": [a, b], "tile_index": k, "num_tiles": len(tiles),

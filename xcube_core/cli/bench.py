@@ -15,6 +15,7 @@ BENCHMARKS = {
     "data": "voxelising a large mesh and a procedural scene",
     "io": "writing and reading large levels as OpenVDB",
     "generate": "time to first level and full scene with the shipped model",
+    "extent": "tiled scenes beyond one tile: wall time, peak memory, seam score",
 }
 # Packages above xcube_core (the gRPC server) add benchmarks through this entry-point group, so the
 # library never imports them: `server = "server.bench"` in pyproject.toml gives `xcube bench server`.

@@ -3,8 +3,8 @@
 Reads SCENE_DIR/level{L}.vdb, regenerates the X/Y box (metres, full height) with a new prompt and/or
 seed, and writes a new scene folder (same files as `xcube generate`). Every voxel outside the box is
 copied unchanged, at every level; inside, each level is sampled with everything around it held
-fixed, so the new content continues the old at the border. One edit covers at most one model tile
-(64 m x 64 m for the shipped model).
+fixed, so the new content continues the old at the border. A box wider than the model's tile (64 m
+for the shipped model) is regenerated tile by tile.
 """
 
 from __future__ import annotations

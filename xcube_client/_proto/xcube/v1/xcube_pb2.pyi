@@ -133,7 +133,7 @@ class SceneLevel(_message.Message):
     def __init__(self, ijk: _Optional[_Union[RawArray, _Mapping]] = ..., normals: _Optional[_Union[RawArray, _Mapping]] = ..., semantics: _Optional[_Union[RawArray, _Mapping]] = ..., voxel_size: _Optional[float] = ...) -> None: ...
 
 class EditRegion(_message.Message):
-    __slots__ = ("levels", "x0", "y0", "x1", "y1", "halo", "scene_extent_m")
+    __slots__ = ("levels", "x0", "y0", "x1", "y1", "halo", "scene_extent_m", "grow")
     LEVELS_FIELD_NUMBER: _ClassVar[int]
     X0_FIELD_NUMBER: _ClassVar[int]
     Y0_FIELD_NUMBER: _ClassVar[int]
@@ -141,6 +141,7 @@ class EditRegion(_message.Message):
     Y1_FIELD_NUMBER: _ClassVar[int]
     HALO_FIELD_NUMBER: _ClassVar[int]
     SCENE_EXTENT_M_FIELD_NUMBER: _ClassVar[int]
+    GROW_FIELD_NUMBER: _ClassVar[int]
     levels: _containers.RepeatedCompositeFieldContainer[SceneLevel]
     x0: float
     y0: float
@@ -148,7 +149,8 @@ class EditRegion(_message.Message):
     y1: float
     halo: int
     scene_extent_m: _containers.RepeatedScalarFieldContainer[float]
-    def __init__(self, levels: _Optional[_Iterable[_Union[SceneLevel, _Mapping]]] = ..., x0: _Optional[float] = ..., y0: _Optional[float] = ..., x1: _Optional[float] = ..., y1: _Optional[float] = ..., halo: _Optional[int] = ..., scene_extent_m: _Optional[_Iterable[float]] = ...) -> None: ...
+    grow: bool
+    def __init__(self, levels: _Optional[_Iterable[_Union[SceneLevel, _Mapping]]] = ..., x0: _Optional[float] = ..., y0: _Optional[float] = ..., x1: _Optional[float] = ..., y1: _Optional[float] = ..., halo: _Optional[int] = ..., scene_extent_m: _Optional[_Iterable[float]] = ..., grow: _Optional[bool] = ...) -> None: ...
 
 class GenerateRequest(_message.Message):
     __slots__ = ("prompt", "seed", "steps", "guidance", "num_levels", "outputs", "condition", "client_tag", "layout_mesh", "edit", "extent_m", "resample")
