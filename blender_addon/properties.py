@@ -45,11 +45,6 @@ class XCUBE_PG_settings(bpy.types.PropertyGroup):
         default=3.0, min=0.0, max=30.0,
     )
     output: bpy.props.EnumProperty(name="Output", items=OUTPUT_ITEMS, default="VOLUME")
-    layout_fill: bpy.props.BoolProperty(
-        name="Fill Interiors",
-        description="Refine Selection: also mark the voxels inside closed meshes, not only their surface",
-        default=False,
-    )
 
     # State of the current/last job (written only by the main-thread queue drain).
     status: bpy.props.EnumProperty(name="Status", items=STATUS_ITEMS, default="IDLE")

@@ -61,7 +61,27 @@ def check_layout_mesh(msg: pb.LayoutMesh, limits, model) -> LayoutArrays:
         classes = decode_array(msg.face_classes, "layout_mesh.face_classes", {"int32": "<i4"}, (n_f,))
         if ((classes < -1) | (classes >= len(model.class_names))).any():
             raise RequestFieldError("layout_mesh.face_classes", f"class ids must be in -1..{len(model.class_names) - 1}")
+    if classes is None and msg.HasField("face_parts"):
+        classes = _classes_of_parts(msg, n_f, model)
     return LayoutArrays(verts, faces, classes, bool(msg.fit), not msg.no_ground)
+
+
+def _classes_of_parts(msg: pb.LayoutMesh, n_faces: int, model) -> np.ndarray:
+    """Face classes from part names (the data layer's `class_of_part`), in the model's class ids."""
+    from xcube_core.classes import CLASS_NAMES
+    from xcube_core.data.assets import class_of_part
+
+    names = list(msg.part_names)
+    if not 1 <= len(names) <= 4096 or any(len(n) > 256 for n in names):
+        raise RequestFieldError("layout_mesh.part_names", "must hold 1..4096 names of at most 256 characters")
+    parts = decode_array(msg.face_parts, "layout_mesh.face_parts", {"int32": "<i4"}, (n_faces,))
+    if parts.min() < 0 or parts.max() >= len(names):
+        raise RequestFieldError("layout_mesh.face_parts", f"indices must be in 0..{len(names) - 1}")
+    ids = []
+    for name in names:
+        c = class_of_part(name)
+        ids.append(model.class_names.index(CLASS_NAMES[c]) if c >= 0 and CLASS_NAMES[c] in model.class_names else -1)
+    return np.asarray(ids, dtype=np.int64)[parts]
 
 
 def check_edit(msg: pb.EditRegion, limits, model) -> EditParams:

@@ -24,6 +24,8 @@ class LayoutMesh:
         face_classes: optional (F,) class ids (-1 = unknown), indices into ``info().class_names``.
         fit: scale the layout uniformly into the model's box instead of keeping metres.
         ground: add ground under a layout that has none.
+        part_names, face_parts: instead of face_classes, names of parts (objects, materials) and the
+            part index of each face; the server maps the names to classes.
     """
 
     vertices: Any
@@ -31,6 +33,8 @@ class LayoutMesh:
     face_classes: Any = None
     fit: bool = False
     ground: bool = True
+    part_names: Sequence[str] = ()
+    face_parts: Any = None
 
 
 @dataclasses.dataclass
@@ -92,6 +96,9 @@ def fill_request(request: pb.GenerateRequest, layout_mesh: LayoutMesh | None, ed
         if layout_mesh.face_classes is not None:
             m.face_classes.CopyFrom(_raw("int32", layout_mesh.face_classes, 1, "layout_mesh.face_classes"))
         m.fit, m.no_ground = bool(layout_mesh.fit), not layout_mesh.ground
+        if layout_mesh.face_parts is not None:
+            m.part_names.extend(str(n) for n in layout_mesh.part_names)
+            m.face_parts.CopyFrom(_raw("int32", layout_mesh.face_parts, 1, "layout_mesh.face_parts"))
     if edit is not None:
         e = request.edit
         e.x0, e.y0, e.x1, e.y1 = (float(v) for v in edit.box)

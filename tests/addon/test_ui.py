@@ -18,6 +18,19 @@ from addon_support import ADDON_MODULE  # noqa: E402
 ICONS = {item.identifier for item in bpy.types.UILayout.bl_rna.functions["label"].parameters["icon"].enum_items}
 
 
+class OperatorProperties:
+    """What ``layout.operator`` returns: only the operator's own properties may be set."""
+
+    def __init__(self, rna, log, idname) -> None:
+        object.__setattr__(self, "_rna", rna)
+        object.__setattr__(self, "_log", log)
+        object.__setattr__(self, "_idname", idname)
+
+    def __setattr__(self, name, value):
+        assert name in self._rna.properties, f"{self._idname} has no property {name!r}"
+        self._log.append(("operator_prop", self._idname, name, value))
+
+
 class RecordingLayout:
     def __init__(self, log: list) -> None:
         self.log = log
@@ -38,6 +51,7 @@ class RecordingLayout:
         assert hasattr(getattr(bpy.ops, category), op), f"no operator {idname}"
         self._icon(kwargs.get("icon"))
         self.log.append(("operator", idname))
+        return OperatorProperties(getattr(getattr(bpy.ops, category), op).get_rna_type(), self.log, idname)
 
     def label(self, text="", icon="NONE"):
         self._icon(icon)
@@ -62,9 +76,12 @@ def test_panel_idle_offers_every_setting_and_generate(addon, settings):
     settings.status, settings.message = "IDLE", ""
     log = _draw_panel()
     props = {entry[1] for entry in log if entry[0] == "prop"}
-    assert {"prompt", "seed", "levels", "steps", "guidance", "output", "layout_fill"} <= props
+    assert {"prompt", "seed", "levels", "steps", "guidance", "output"} <= props
     ops = [entry[1] for entry in log if entry[0] == "operator"]
-    assert ops == ["xcube.randomize_seed", "xcube.generate", "xcube.refine_selection"]
+    assert ops == ["xcube.randomize_seed", "xcube.generate", "xcube.refine_selection"] + \
+        ["xcube.extend_scene"] * 4 + ["xcube.regenerate_region"]
+    sides = [entry[3] for entry in log if entry[0] == "operator_prop"]
+    assert sides == ["+X", "-X", "+Y", "-Y"]
 
 
 def test_panel_running_shows_level_step_progress_and_cancel(addon, settings):

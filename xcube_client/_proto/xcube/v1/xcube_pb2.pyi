@@ -107,18 +107,22 @@ class ConditionGrid(_message.Message):
     def __init__(self, ijk: _Optional[_Union[RawArray, _Mapping]] = ..., voxel_size: _Optional[float] = ..., semantics: _Optional[_Union[RawArray, _Mapping]] = ...) -> None: ...
 
 class LayoutMesh(_message.Message):
-    __slots__ = ("vertices", "faces", "face_classes", "fit", "no_ground")
+    __slots__ = ("vertices", "faces", "face_classes", "fit", "no_ground", "part_names", "face_parts")
     VERTICES_FIELD_NUMBER: _ClassVar[int]
     FACES_FIELD_NUMBER: _ClassVar[int]
     FACE_CLASSES_FIELD_NUMBER: _ClassVar[int]
     FIT_FIELD_NUMBER: _ClassVar[int]
     NO_GROUND_FIELD_NUMBER: _ClassVar[int]
+    PART_NAMES_FIELD_NUMBER: _ClassVar[int]
+    FACE_PARTS_FIELD_NUMBER: _ClassVar[int]
     vertices: RawArray
     faces: RawArray
     face_classes: RawArray
     fit: bool
     no_ground: bool
-    def __init__(self, vertices: _Optional[_Union[RawArray, _Mapping]] = ..., faces: _Optional[_Union[RawArray, _Mapping]] = ..., face_classes: _Optional[_Union[RawArray, _Mapping]] = ..., fit: _Optional[bool] = ..., no_ground: _Optional[bool] = ...) -> None: ...
+    part_names: _containers.RepeatedScalarFieldContainer[str]
+    face_parts: RawArray
+    def __init__(self, vertices: _Optional[_Union[RawArray, _Mapping]] = ..., faces: _Optional[_Union[RawArray, _Mapping]] = ..., face_classes: _Optional[_Union[RawArray, _Mapping]] = ..., fit: _Optional[bool] = ..., no_ground: _Optional[bool] = ..., part_names: _Optional[_Iterable[str]] = ..., face_parts: _Optional[_Union[RawArray, _Mapping]] = ...) -> None: ...
 
 class SceneLevel(_message.Message):
     __slots__ = ("ijk", "normals", "semantics", "voxel_size")
