@@ -29,7 +29,7 @@ def _key_map(level):
 
 
 @pytest.mark.parametrize("extent, tile, overlap", [((40, 24), (8, 8), 4), ((64, 64), (64, 64), 16),
-                                                   ((200, 72), (64, 64), 16), ((12, 30), (8, 8), 0)])
+                                                   ((200, 72), (64, 64), 16), ((12, 32), (8, 8), 0)])
 def test_owned_boxes_partition_the_scene_and_known_is_what_came_before(extent, tile, overlap):
     plan = plan_tiles(extent, tile, overlap, 4)
     count = torch.zeros(extent, dtype=torch.int64)
@@ -37,11 +37,12 @@ def test_owned_boxes_partition_the_scene_and_known_is_what_came_before(extent, t
         own, box = plan.owned(a, b), plan.box(a, b)
         assert box.width == tile[0] and box.height == tile[1]  # native size: position features in range
         assert own.intersection(box) == own
-        # reference: columns of the box covered by the boxes of earlier tiles (brute force)
+        # reference: columns owned by earlier tiles (brute force); they lie in the box where it overlaps
         before = torch.zeros(extent, dtype=torch.bool)
         for (a2, b2) in plan.tiles()[:k]:
-            o = plan.box(a2, b2)
-            before[max(o.x0, 0):o.x1, max(o.y0, 0):o.y1] = True
+            o = plan.owned(a2, b2)
+            before[o.x0:o.x1, o.y0:o.y1] = True
+        assert not bool(before[own.x0:own.x1, own.y0:own.y1].any())
         xs, ys = box.columns()
         inside = (xs < extent[0]) & (ys < extent[1])
         want = torch.zeros_like(inside)

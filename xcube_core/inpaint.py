@@ -313,8 +313,10 @@ def _axis_windows(lo: int, hi: int, size: int, extent: int, cell: int) -> list[t
         return [(start, lo, hi)]
     stride = size - size // 4 // cell * cell
     starts = [lo + s for s in _starts(hi - lo, size, stride)]
-    owned = [lo] + [s + size for s in starts[:-1]]
-    return [(s, o, min(s + size, hi) if k + 1 < len(starts) else hi) for k, (s, o) in enumerate(zip(starts, owned))]
+    from xcube_core.tiling import cut_between
+
+    cuts = [lo] + [cut_between(a, b, size, cell) for a, b in zip(starts[:-1], starts[1:])] + [hi]
+    return [(s, cuts[k], cuts[k + 1]) for k, s in enumerate(starts)]  # owned: between overlap middles
 
 
 def _starts(extent: int, tile: int, stride: int) -> list[int]:

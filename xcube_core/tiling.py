@@ -4,7 +4,9 @@ Level 0 is made tile by tile in raster order (rows of +X, rows stacked along +Y)
 window of the model's native size, so its position features stay in their trained range; the columns
 that earlier tiles already made are *known* and held by `xcube_core.inpaint` (RePaint replacement of
 their encoded latent), so the tile continues what its neighbours hold. A tile keeps the columns it
-*owns*: its box minus the boxes before it (a rectangle, because of the raster order).
+*owns*: the part of its box between the middles of its overlaps with its neighbours (so no tile keeps
+the columns at the edge of its own box, where a model trained on single tiles thins out); the columns
+it holds are those the tiles before it own.
 
 Finer levels run tile by tile over the same ownership partition: each window is the tile's owned
 columns plus a halo of ``halo_columns`` (at least the U-Net's receptive field), holding what earlier
@@ -61,12 +63,14 @@ class TilePlan:
         tile: native tile size (X, Y) in columns.
         xs, ys: tile origins along X and Y (increasing; the last tile ends at the extent, or starts at
             0 when the scene is smaller than one tile).
+        cell: the coarse latent cell in columns (ownership boundaries fall on cells).
     """
 
     extent: tuple[int, int]
     tile: tuple[int, int]
     xs: tuple[int, ...]
     ys: tuple[int, ...]
+    cell: int = 1
 
     def tiles(self) -> list[tuple[int, int]]:
         return [(a, b) for b in range(len(self.ys)) for a in range(len(self.xs))]
@@ -74,14 +78,19 @@ class TilePlan:
     def box(self, a: int, b: int) -> Box:
         return Box(self.xs[a], self.ys[b], self.xs[a] + self.tile[0], self.ys[b] + self.tile[1])
 
-    def _lo(self, starts, k: int, size: int) -> int:
-        return 0 if k == 0 else starts[k - 1] + size
+    def _cut(self, starts, k: int, size: int, cell: int) -> int:
+        """Where tile ``k - 1``'s columns end and tile ``k``'s begin: the middle of their overlap (the
+        nearest cell boundary, ties up), so that no tile keeps the columns at the edge of its own box."""
+        return cut_between(starts[k - 1], starts[k], size, cell)
 
     def owned(self, a: int, b: int) -> Box:
-        """The tile's box minus the boxes of the tiles before it, inside the scene."""
-        x0, y0 = self._lo(self.xs, a, self.tile[0]), self._lo(self.ys, b, self.tile[1])
-        return Box(x0, y0, min(self.xs[a] + self.tile[0], self.extent[0]),
-                   min(self.ys[b] + self.tile[1], self.extent[1]))
+        """The tile's share of the scene: between the middles of its overlaps with its neighbours."""
+        (tx, ty), (xs, ys), c = self.tile, (self.xs, self.ys), self.cell
+        x0 = 0 if a == 0 else self._cut(xs, a, tx, c)
+        y0 = 0 if b == 0 else self._cut(ys, b, ty, c)
+        x1 = self.extent[0] if a + 1 == len(xs) else self._cut(xs, a + 1, tx, c)
+        y1 = self.extent[1] if b + 1 == len(ys) else self._cut(ys, b + 1, ty, c)
+        return Box(x0, y0, x1, y1)
 
     def known(self, a: int, b: int, window: Box) -> torch.Tensor:
         """(W, H) bool over ``window``: columns owned by tiles before (a, b) in raster order."""
@@ -89,6 +98,12 @@ class TilePlan:
         own = self.owned(a, b)
         before = (ys < own.y0) | ((xs < own.x0) & (ys < own.y1))
         return before & (xs >= 0) & (ys >= 0) & (xs < self.extent[0]) & (ys < self.extent[1])
+
+
+def cut_between(start_a: int, start_b: int, size: int, cell: int) -> int:
+    """The middle of the overlap of windows starting at ``start_a`` < ``start_b``, on a cell boundary."""
+    mid = (start_a + start_b + size) // 2
+    return (mid + cell // 2) // cell * cell
 
 
 def _starts(extent: int, tile: int, stride: int) -> tuple[int, ...]:
@@ -113,7 +128,7 @@ def plan_tiles(extent: tuple[int, int], tile: Sequence[int], overlap: float, cel
     if not 0 <= overlap <= min(tile[:2]) // 2:
         raise InvalidInputError(f"overlap must be in 0..{min(tile[:2]) // 2} coarse voxels (half a tile), got {overlap}")
     return TilePlan(tuple(extent), (int(tile[0]), int(tile[1])), _starts(extent[0], tile[0], tile[0] - overlap),
-                    _starts(extent[1], tile[1], tile[1] - overlap))
+                    _starts(extent[1], tile[1], tile[1] - overlap), cell)
 
 
 def tile_seed(seed: int, level: int, a: int, b: int) -> int:
