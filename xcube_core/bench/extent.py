@@ -25,6 +25,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--baseline", action="store_true", help="also run tiles that ignore their neighbours")
     parser.add_argument("--band", type=int, default=1, help="half band width in coarse voxels (default 1)")
     parser.add_argument("--preview", default=None, help="write a PNG of the finest level here")
+    parser.add_argument("--nna", type=int, default=0, metavar="N",
+                        help="also 1-NNA of (up to) N of the scene's tiles vs N single-tile generations")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
 
 
@@ -55,8 +57,29 @@ def _one(pipe, args, extent, resample, hold) -> dict:
         s = seam_scores(lv, borders, interiors, cols, args.band) if borders else None
         out["levels"].append({"level": lv.index, "voxels": lv.num_voxels, "seconds": round(lv.seconds, 1),
                               "seam_ratio": None if s is None else {k: round(v, 3) for k, v in s["ratio"].items()}})
-    out["_levels"] = levels
+    out["_levels"], out["_plan"] = levels, plan
     return out
+
+
+def per_tile_nna(pipe, args, scene_level, plan) -> dict:
+    """1-NNA (Chamfer) of the scene's tiles (each tile's native-size box, cut from the finished scene's
+    finest level) vs single-tile generations with other seeds."""
+    import torch
+
+    from xcube_core.eval.metrics import distribution_metrics
+    from xcube_core.eval.pointclouds import level_point_cloud
+    from xcube_core.inpaint import crop, level_factor
+
+    f = level_factor(pipe.voxel_sizes, scene_level.index)
+    gen = torch.Generator().manual_seed(0)
+    boxes = [plan.box(a, b) for a, b in plan.tiles()][: args.nna]
+    cut = [level_point_cloud(crop(scene_level, box, f), 2048, generator=gen) for box in boxes]
+    single = []
+    for k in range(len(boxes)):
+        levels = list(pipe.generate(args.prompt, seed=1000 + k, steps=args.steps, num_levels=scene_level.index + 1))
+        single.append(level_point_cloud(levels[-1], 2048, generator=gen))
+    m = distribution_metrics(torch.stack(cut), torch.stack(single))
+    return {"n": len(boxes), "level": scene_level.index, **{k: round(v, 4) for k, v in m.items()}}
 
 
 def run(args) -> int:
@@ -72,19 +95,25 @@ def run(args) -> int:
     results = [_one(pipe, args, extent, r, True) for r in args.resample]
     if args.baseline:
         results.append(_one(pipe, args, extent, 1, False))
+    if args.nna:
+        report_nna = per_tile_nna(pipe, args, results[0]["_levels"][-1], results[0]["_plan"])
     if args.preview:
         from xcube_core.io.preview import save_preview
 
         save_preview(results[0]["_levels"][-1], args.preview)
     for r in results:
-        r.pop("_levels")
+        r.pop("_levels"), r.pop("_plan")
     report = {"extent_m": list(extent), "steps": args.steps, "threads": torch.get_num_threads(),
               "peak_rss_gb": round(_peak_rss_gb(), 2), "runs": results}
+    if args.nna:
+        report["per_tile_1nna"] = report_nna
     if args.json:
         print(json.dumps(report))
         return 0
     print(f"extent {extent[0]:g} m x {extent[1]:g} m, {args.steps} steps, {report['threads']} threads, "
           f"peak RSS {report['peak_rss_gb']} GB")
+    if args.nna:
+        print(f"per-tile quality: {report_nna}")
     for r in results:
         name = f"resample {r['resample']}" if r["hold"] else "baseline (tiles ignore neighbours)"
         print(f"{name}: {r['tiles']} tiles, {r['wall_seconds']} s")

@@ -107,9 +107,11 @@ def _column_size(level: Level, extent) -> float:
 
 
 def tile_lines(plan) -> tuple[list, list]:
-    """Border lines (where tiles' owned regions meet) and interior lines (their centres) of a `TilePlan`."""
+    """Border lines (where tiles' owned regions meet) and interior lines of a `TilePlan`."""
     xs = sorted({plan.owned(a, 0).x0 for a in range(len(plan.xs))} - {0})
     ys = sorted({plan.owned(0, b).y0 for b in range(len(plan.ys))} - {0})
-    cx = sorted({(plan.owned(a, 0).x0 + plan.owned(a, 0).x1) // 2 for a in range(len(plan.xs))})
-    cy = sorted({(plan.owned(0, b).y0 + plan.owned(0, b).y1) // 2 for b in range(len(plan.ys))})
+    # interior lines at a quarter, half and three quarters of each tile's share (one position alone
+    # would mirror where the model puts things inside a tile, e.g. a road through the middle)
+    cx = sorted({o.x0 + (o.x1 - o.x0) * q // 4 for o in (plan.owned(a, 0) for a in range(len(plan.xs))) for q in (1, 2, 3)})
+    cy = sorted({o.y0 + (o.y1 - o.y0) * q // 4 for o in (plan.owned(0, b) for b in range(len(plan.ys))) for q in (1, 2, 3)})
     return [(0, x) for x in xs] + [(1, y) for y in ys], [(0, x) for x in cx] + [(1, y) for y in cy]
