@@ -63,7 +63,6 @@ def _on_level(scene, settings, event: Event) -> None:
         tags={"prompt": settings.prompt, "seed": settings.seed, "voxel_size": data["voxel_size"],
               "num_voxels": data["num_voxels"], "job": event.job_id, "raw": data.get("raw_path", "")},
     )
-
     settings.levels_done += 1
     settings.num_levels = data["num_levels"]
     settings.level = data["index"]
