@@ -7,7 +7,7 @@ through one main-thread queue (see ``jobs``).
 
 import bpy
 
-from . import handlers, history, jobs, local_server_ops, operators, panel, preferences, properties
+from . import handlers, history, jobs, local_server_ops, operators, ops_extend, panel, preferences, properties
 
 classes = (
     preferences.XCUBE_AP_preferences,
@@ -15,6 +15,8 @@ classes = (
     properties.XCUBE_PG_settings,
     operators.XCUBE_OT_generate,
     operators.XCUBE_OT_refine_selection,
+    ops_extend.XCUBE_OT_extend_scene,
+    ops_extend.XCUBE_OT_regenerate_region,
     operators.XCUBE_OT_cancel,
     operators.XCUBE_OT_randomize_seed,
     operators.XCUBE_OT_test_connection,

@@ -53,11 +53,15 @@ def _on_level(scene, settings, event: Event) -> None:
     if collection is None:
         collection = importers.ensure_collection(scene, settings.prompt)
         settings.collection_name = collection.name
+    if data.get("replace"):  # an edit: the new level replaces the old one
+        from . import ops_extend
+
+        ops_extend.remove_level(collection, data["index"])
     importers.import_level(
         collection, index=data["index"], vdb_path=data["vdb_path"], output=settings.output,
         class_names=data.get("class_names", ()), mesh=data.get("mesh"), shading=settings.shading,
         tags={"prompt": settings.prompt, "seed": settings.seed, "voxel_size": data["voxel_size"],
-              "num_voxels": data["num_voxels"], "job": event.job_id},
+              "num_voxels": data["num_voxels"], "job": event.job_id, "raw": data.get("raw_path", "")},
     )
     settings.levels_done += 1
     settings.num_levels = data["num_levels"]

@@ -46,9 +46,11 @@ class JobConfig:
     guidance: float | None = None
     want_mesh: bool = False  # ask for the server's (coloured) mesh of every level
     out_dir: str = ""
-    # Layout-to-scene: world-space triangles of the selected meshes, float32 (T, 3, 3), or None.
-    condition_triangles: Any = None
-    condition_fill: bool = False  # also activate voxels inside closed meshes
+    # Layout-to-scene: the selected meshes (``layout.LayoutArrays``), voxelised by the server, or None.
+    layout: Any = None
+    # Extend Scene / Regenerate Region: an ``xcube_client.scene.EditRegion`` (built on the worker from
+    # ``edit_levels`` raw files and ``edit_box``), or None.
+    edit: Any = None
 
 
 @dataclasses.dataclass

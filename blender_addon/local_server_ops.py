@@ -53,9 +53,10 @@ def start_from_preferences(prefs) -> local_server.LocalServer:
     return server
 
 
-def defer_generation(context, settings, condition_triangles=None) -> bool:
+def defer_generation(context, settings, **start_kwargs) -> bool:
     """Generate with "Start on Generate": starts the local server when it is not running and queues
-    the generation until it is ready. True when the generation was deferred (the caller stops).
+    the generation until it is ready (with ``start_kwargs`` of ``operators._start_generation``: layout,
+    edit, run, source). True when the generation was deferred (the caller stops).
 
     Raises:
         ValueError: the server cannot be started (bad Python path, taken port, ...).
@@ -68,7 +69,7 @@ def defer_generation(context, settings, condition_triangles=None) -> bool:
     if not waiting:
         start_from_preferences(prefs)
         snap = local_server.snapshot()
-    _PENDING.append((context.scene.name, condition_triangles))
+    _PENDING.append((context.scene.name, start_kwargs))
     settings.status = "CONNECTING"
     settings.message = f"Starting the local server on {snap.address}; the generation starts when it is ready"
     ensure_timer()
@@ -80,7 +81,7 @@ def _run_pending(snap: local_server.Snapshot) -> None:
 
     pending = list(_PENDING)
     _PENDING.clear()
-    for scene_name, triangles in pending:
+    for scene_name, start_kwargs in pending:
         scene = bpy.data.scenes.get(scene_name)
         if scene is None:
             continue
@@ -91,7 +92,7 @@ def _run_pending(snap: local_server.Snapshot) -> None:
             continue
         settings.status = "IDLE"
         ctx = types.SimpleNamespace(scene=scene, preferences=bpy.context.preferences)
-        operators._start_generation(_Reporter(), ctx, condition_triangles=triangles)
+        operators._start_generation(_Reporter(), ctx, **start_kwargs)
 
 
 class _Reporter:

@@ -26,6 +26,7 @@ def client_module():
     try:
         import xcube_client.client as client_mod
         import xcube_client.errors  # noqa: F401
+        import xcube_client.scene  # noqa: F401
         import xcube_client.types  # noqa: F401
     except ImportError as exc:
         raise ImportError(
@@ -66,36 +67,66 @@ def run_generate(config: JobConfig, job: Job) -> Iterator[Event]:
     state = job.state  # describe_error reads state["levels"] (mid-stream failures)
     try:
         yield Event(job.id, "status", {"status": "CONNECTING", "message": f"Connecting to {config.address}"})
-        info = client.info() if (config.want_mesh or config.condition_triangles is not None) else None
-        condition = None
-        if config.condition_triangles is not None:
-            condition = _condition_from_triangles(info, config)
-            yield Event(job.id, "status", {"status": "CONNECTING",
-                                           "message": f"Layout: {condition.num_voxels} coarse voxels"})
-        outputs = ("vdb", "mesh") if info is not None and config.want_mesh and "mesh" in info.supported_outputs \
-            else ("vdb",)
-        if "mesh" in outputs and "raw" in info.supported_outputs:
-            outputs += ("raw",)  # voxels and classes: the class of every mesh face (materials.py)
+        info = client.info()
+        outputs = output_names(config, info)
         if job.cancelled:
             return
-        for level in _generate(client, config, job, condition, outputs):
+        for level in _generate(client, config, job, outputs):
             if job.cancelled:
                 client.cancel()
-            path = _write_level(config, job, level)
-            state["levels"] += 1
-            yield Event(job.id, "level", {
-                "index": level.index, "num_levels": level.num_levels, "vdb_path": path,
-                "voxel_size": level.voxel_size, "num_voxels": level.num_voxels,
-                "class_names": tuple(level.class_names), "seconds": level.seconds,
-                "mesh": _read_mesh(config, job, level),
-                "model_id": str((level.metadata or {}).get("model_id", "")),
-            })
+            yield level_event(config, job, level)
         yield Event(job.id, "finished", {"levels": state["levels"]})
     finally:
         client.close()
 
 
-def _generate(client, config: JobConfig, job: Job, condition, outputs):
+def output_names(config: JobConfig, info) -> tuple[str, ...]:
+    """VDB always; raw arrays (kept for Extend Scene / Regenerate Region) and meshes where served."""
+    wanted = ("vdb", "raw", "mesh") if config.want_mesh else ("vdb", "raw")
+    return tuple(name for name in wanted if name == "vdb" or name in info.supported_outputs)
+
+
+def level_event(config: JobConfig, job: Job, level, replace: bool = False) -> Event:
+    """Writes a received level (VDB, and its raw arrays for later edits) and describes it."""
+    path = _write_level(config, job, level)
+    raw_path = _write_raw(config, job, level)
+    job.state["levels"] += 1
+    return Event(job.id, "level", {
+        "index": level.index, "num_levels": level.num_levels, "vdb_path": path,
+        "voxel_size": level.voxel_size, "num_voxels": level.num_voxels,
+        "class_names": tuple(level.class_names), "seconds": level.seconds,
+        "mesh": _read_mesh(config, job, level), "raw_path": raw_path,
+        "metadata": dict(level.metadata), "replace": replace,
+        "model_id": str((level.metadata or {}).get("model_id", "")),
+    })
+
+
+def _write_raw(config: JobConfig, job: Job, level) -> str:
+    """The level's arrays as ``.npz`` (what Extend Scene / Regenerate Region send back), or ""."""
+    import numpy as np
+
+    arts = level.artifacts
+    if "ijk" not in arts:
+        return ""
+    path = os.path.join(config.out_dir, f"{job.id}_level{level.index}.npz")
+    arrays = {"ijk": np.frombuffer(arts["ijk"].data, "<i4").reshape(-1, 3)}
+    if "normals" in arts:
+        arrays["normals"] = np.frombuffer(arts["normals"].data, "<f4").reshape(-1, 3)
+    if "semantics" in arts:
+        arrays["semantics"] = np.frombuffer(arts["semantics"].data, "<i4")
+    np.savez(path, voxel_size=np.float64(level.voxel_size), **arrays)
+    return path
+
+
+def _layout_mesh(config: JobConfig):
+    if config.layout is None:
+        return None
+    scene = sys.modules["xcube_client.scene"]
+    lay = config.layout
+    return scene.LayoutMesh(lay.vertices, lay.faces, part_names=lay.part_names, face_parts=lay.face_parts)
+
+
+def _generate(client, config: JobConfig, job: Job, outputs):
     # A cancel that lands before the call is registered with the client is caught here: every
     # server event runs one of these callbacks on this thread, which re-issues the cancel.
     def on_progress(level: int, step: int, total: int) -> None:
@@ -108,11 +139,10 @@ def _generate(client, config: JobConfig, job: Job, condition, outputs):
             client.cancel()
         job.post("queued", position=position, queue_length=length)
 
-    cond = condition.grid if condition is not None else None
     return client.generate(
         config.prompt, seed=config.seed, steps=config.steps, guidance=config.guidance,
-        num_levels=config.levels, outputs=outputs, condition=cond, progress=on_progress,
-        queued=on_queued, timeout=config.request_timeout or None, client_tag="blender",
+        num_levels=config.levels, outputs=outputs, progress=on_progress, layout_mesh=_layout_mesh(config),
+        edit=config.edit, queued=on_queued, timeout=config.request_timeout or None, client_tag="blender",
     )
 
 
@@ -150,34 +180,6 @@ def _read_mesh(config: JobConfig, job: Job, level):
 
 class LayoutError(ValueError):
     """The selected meshes cannot serve as a layout (outside the scene box, too many voxels)."""
-
-
-class _Condition:
-    def __init__(self, grid, num_voxels: int) -> None:
-        self.grid = grid
-        self.num_voxels = num_voxels
-
-
-def _condition_from_triangles(info, config: JobConfig) -> _Condition:
-    from . import voxelize
-
-    if not info.voxel_sizes or len(info.coarse_shape) != 3:
-        raise RuntimeError("the server did not report its coarse grid; is its model loaded?")
-    voxel = float(info.voxel_sizes[0])
-    ijk = voxelize.voxelize_triangles(config.condition_triangles, voxel, tuple(info.coarse_shape),
-                                      fill=config.condition_fill)
-    if len(ijk) == 0:
-        x, y, z = (s * voxel for s in info.coarse_shape)
-        raise LayoutError(
-            f"the selected meshes lie outside the scene box [0, {x:g}] x [0, {y:g}] x [0, {z:g}] m; "
-            "move them inside it (ground at Z = 0) and try again"
-        )
-    limit = int(info.limits.get("max_condition_voxels", 0) or 0)
-    if limit and len(ijk) > limit:
-        raise LayoutError(f"the layout has {len(ijk)} coarse voxels, the server accepts at most {limit}; "
-                         "select fewer or smaller meshes")
-    types = sys.modules["xcube_client.types"]
-    return _Condition(types.ConditionGrid(ijk=ijk, voxel_size=voxel), len(ijk))
 
 
 _HINTS = {

@@ -32,7 +32,10 @@ def _connection_config(context, kind: str, **extra) -> jobs.JobConfig:
     )
 
 
-def _start_generation(op, context, condition_triangles=None, source: str | None = None) -> set[str]:
+def _start_generation(op, context, layout=None, edit=None, run=None, source: str | None = None) -> set[str]:
+    """Starts a job (``run``, default a generation) from the panel's settings; ``layout`` is a
+    ``layout.LayoutArrays`` (Refine Selection), ``edit`` an ``ops_extend.EditRequest``; ``source`` is
+    what the history records (default: EDIT, LAYOUT or PROMPT from the arguments)."""
     settings = context.scene.xcube
     if settings.busy:
         op.report({"WARNING"}, "A generation is already running; press Cancel first")
@@ -44,20 +47,20 @@ def _start_generation(op, context, condition_triangles=None, source: str | None 
         return {"CANCELLED"}
     prefs = preferences.get_preferences(context)
     try:
-        if local_server_ops.defer_generation(context, settings, condition_triangles):
+        if local_server_ops.defer_generation(context, settings, layout=layout, edit=edit, run=run, source=source):
             return {"FINISHED"}  # starts when the local server is ready
         out_dir = importers.output_directory(prefs.output_dir if prefs else "")
         config = _connection_config(
             context, "generate", scene_name=context.scene.name, prompt=prompt, seed=settings.seed,
             levels=settings.levels, steps=settings.steps, guidance=settings.guidance,
             want_mesh=settings.output in {"MESH", "BOTH"}, out_dir=out_dir,
-            condition_triangles=condition_triangles, condition_fill=settings.layout_fill,
+            layout=layout, edit=edit,
         )
     except (ValueError, OSError) as exc:
         _fail(settings, f"{exc}. Open Edit > Preferences > Add-ons > XCube to fix it")
         op.report({"ERROR"}, settings.message)
         return {"CANCELLED"}
-    job = jobs.Job(config, net.run_generate, net.describe_error)
+    job = jobs.Job(config, run or net.run_generate, net.describe_error)
     settings.job_id = job.id
     settings.collection_name = ""
     settings.status = "CONNECTING"
@@ -65,7 +68,7 @@ def _start_generation(op, context, condition_triangles=None, source: str | None 
     settings.level = settings.step = settings.total_steps = settings.levels_done = 0
     settings.num_levels = settings.levels
     settings.progress = 0.0
-    history.begin(settings, config, source or ("LAYOUT" if condition_triangles is not None else "PROMPT"))
+    history.begin(settings, config, source or ("EDIT" if edit is not None else "LAYOUT" if layout is not None else "PROMPT"))
     jobs.start(job)
     return {"FINISHED"}
 
@@ -91,7 +94,8 @@ class XCUBE_OT_generate(bpy.types.Operator):
 
 
 class XCUBE_OT_refine_selection(bpy.types.Operator):
-    """Voxelise the selected meshes at the coarsest level and generate a detailed scene that follows them"""
+    """Send the selected meshes as a layout (the server voxelises them at the coarsest level; part and
+    material names give classes) and generate a detailed scene that follows them"""
 
     bl_idname = "xcube.refine_selection"
     bl_label = "Refine Selection"
@@ -102,19 +106,19 @@ class XCUBE_OT_refine_selection(bpy.types.Operator):
         return context.scene is not None and not context.scene.xcube.busy
 
     def execute(self, context):
-        from . import voxelize
+        from . import layout
 
         meshes = [o for o in context.selected_objects if o.type == "MESH"]
         if not meshes:
             _fail(context.scene.xcube, "Select one or more mesh objects (the blocked-out layout) first")
             self.report({"ERROR"}, context.scene.xcube.message)
             return {"CANCELLED"}
-        triangles = voxelize.mesh_triangles(meshes, context.evaluated_depsgraph_get())
-        if len(triangles) == 0:
+        arrays = layout.mesh_layout(meshes, context.evaluated_depsgraph_get())
+        if arrays.num_faces == 0:
             _fail(context.scene.xcube, "The selected meshes have no faces; add faces or select other meshes")
             self.report({"ERROR"}, context.scene.xcube.message)
             return {"CANCELLED"}
-        return _start_generation(self, context, condition_triangles=triangles)
+        return _start_generation(self, context, layout=arrays)
 
 
 class XCUBE_OT_cancel(bpy.types.Operator):

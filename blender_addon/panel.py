@@ -56,8 +56,13 @@ class XCUBE_PT_main(bpy.types.Panel):
         if not busy:
             box = layout.box()
             box.label(text="Layout to scene", icon="MESH_CUBE")
-            box.prop(settings, "layout_fill")
             box.operator("xcube.refine_selection", icon="MOD_REMESH")
+            box = layout.box()
+            box.label(text="Edit the scene", icon="MOD_BUILD")
+            row = box.row(align=True)
+            for side in ("+X", "-X", "+Y", "-Y"):
+                row.operator("xcube.extend_scene", text=side).side = side
+            box.operator("xcube.regenerate_region", icon="SELECT_SET")
 
         prefs = preferences.get_preferences(context)
         local = local_server.snapshot()

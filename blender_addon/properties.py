@@ -64,11 +64,6 @@ class XCUBE_PG_settings(bpy.types.PropertyGroup):
         name="Shading", items=SHADING_ITEMS, default="MATERIALS", update=_shading_update,
         description="How generated levels are shaded; switching restyles every generated object in the file",
     )
-    layout_fill: bpy.props.BoolProperty(
-        name="Fill Interiors",
-        description="Refine Selection: also mark the voxels inside closed meshes, not only their surface",
-        default=False,
-    )
 
     # State of the current/last job (written only by the main-thread queue drain).
     status: bpy.props.EnumProperty(name="Status", items=STATUS_ITEMS, default="IDLE")

@@ -19,6 +19,7 @@ from typing import Any
 from xcube_core.errors import CancelledError, ModelLoadError, ResourceExhaustedError
 
 from server.status import ServerUnavailable
+from server.scene_requests import run_pipeline
 from server.validation import JobParams
 
 log = logging.getLogger("xcube.server")
@@ -262,9 +263,7 @@ class Worker(threading.Thread):
         try:
             pipeline = self.model.require()
             callback = lambda level, step, total: job.emit("progress", (level, step, total))  # noqa: E731
-            levels = pipeline.generate(p.prompt, seed=p.seed, steps=p.steps, guidance=p.guidance,
-                                       num_levels=p.num_levels, condition=p.condition, callback=callback,
-                                       cancel=job.cancel)
+            levels = run_pipeline(pipeline, p, callback, job.cancel)
             for level in levels:
                 job.emit("level", _to_cpu(level))
             job.emit("finished")

@@ -99,7 +99,9 @@ class XCubeServicer(pb_grpc.XCubeServicer):
             max_prompt_length=lim.max_prompt_length, min_steps=lim.min_steps, max_steps=lim.max_steps,
             default_steps=lim.default_steps, max_levels=max_levels, min_guidance=lim.min_guidance,
             max_guidance=lim.max_guidance, default_guidance=lim.default_guidance, max_queue=lim.max_queue,
-            max_condition_voxels=lim.max_condition_voxels, chunk_bytes=lim.chunk_bytes))
+            max_condition_voxels=lim.max_condition_voxels, chunk_bytes=lim.chunk_bytes,
+            max_layout_faces=lim.max_layout_faces, max_scene_voxels=lim.max_scene_voxels,
+            max_extent_m=lim.max_extent_m))
         return info
 
     # -- Generate --------------------------------------------------------------------------------------

@@ -47,6 +47,9 @@ class ServerLimits:
     chunk_bytes: int = 1 << 20  # 1 MiB, well under gRPC's 4 MiB default message limit
     max_client_tag: int = 128
     max_seed: int = (1 << 63) - 1
+    max_layout_faces: int = 1 << 21
+    max_scene_voxels: int = 1 << 20  # an EditRegion's levels together (~28 MB on the wire)
+    max_extent_m: float = 4096.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,6 +79,10 @@ class JobParams:
     outputs: tuple[str, ...]
     condition: object | None
     client_tag: str
+    layout: object | None = None   # server.scene_requests.LayoutArrays
+    edit: object | None = None     # server.scene_requests.EditParams
+    extent: tuple[float, float] | None = None
+    resample: int = 1
 
 
 def validate_request(req: pb.GenerateRequest, limits: ServerLimits, model: ModelFacts,
@@ -109,7 +116,13 @@ def validate_request(req: pb.GenerateRequest, limits: ServerLimits, model: Model
     if len(tag) > limits.max_client_tag or not all(32 <= ord(c) < 127 for c in tag):
         raise RequestFieldError("client_tag", f"must be at most {limits.max_client_tag} printable ASCII "
                                               f"characters, got {len(tag)} characters")
-    return JobParams(prompt, int(req.seed), int(steps), float(guidance), int(num_levels), outputs, condition, tag)
+    from server.scene_requests import check_scene_request
+
+    scene = check_scene_request(req, limits, model)
+    if scene["edit"] is not None:
+        num_levels = len(scene["edit"].levels)
+    return JobParams(prompt, int(req.seed), int(steps), float(guidance), int(num_levels), outputs, condition, tag,
+                     **scene)
 
 
 def _check_prompt(prompt: str, limits: ServerLimits) -> str:

@@ -22,10 +22,12 @@ from xcube_client.errors import (
     ServerUnavailableError,
     XCubeClientError,
 )
+from xcube_client.scene import EditRegion, LayoutMesh, SceneLevel
 from xcube_client.types import Artifact, ConditionGrid, GeneratedLevel, ServerInfo
 
 __all__ = [
     "DEFAULT_ADDRESS", "XCubeClient", "parse_address", "Artifact", "ConditionGrid", "GeneratedLevel", "ServerInfo",
+    "LayoutMesh", "EditRegion", "SceneLevel",
     "XCubeClientError", "ServerUnavailableError", "InvalidRequestError", "AuthenticationError", "ServerBusyError",
     "GenerationCancelledError", "DeadlineExceededError", "IntegrityError", "ServerError", "InvalidAddressError",
 ]

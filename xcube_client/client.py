@@ -33,6 +33,7 @@ from xcube_client.errors import (
     XCubeClientError,
     error_class,
 )
+from xcube_client.scene import EditRegion, LayoutMesh, fill_request
 from xcube_client.types import (
     OUTPUT_NAMES,
     Artifact,
@@ -205,7 +206,9 @@ class XCubeClient:
                  num_levels: int = 0, outputs: Sequence[str] = ("vdb",), condition: ConditionGrid | None = None,
                  progress: Callable[[int, int, int], None] | None = None,
                  queued: Callable[[int, int], None] | None = None,
-                 timeout: float | None = None, client_tag: str = "") -> Iterator[GeneratedLevel]:
+                 timeout: float | None = None, client_tag: str = "", layout_mesh: LayoutMesh | None = None,
+                 edit: EditRegion | None = None, extent_m: Sequence[float] | None = None,
+                 resample: int = 0) -> Iterator[GeneratedLevel]:
         """Generate a scene; yields each level (coarsest first) as soon as it has fully arrived.
 
         Args:
@@ -220,12 +223,18 @@ class XCubeClient:
             queued: called as ``queued(position, queue_length)`` while waiting in the server's queue.
             timeout: deadline in seconds for the whole call (None = no deadline).
             client_tag: short ASCII tag that appears in the server's log line.
+            layout_mesh: optional layout triangles the server voxelises (instead of ``condition``).
+            edit: regenerate a box of an existing scene; the levels that arrive are the edited levels.
+            extent_m: (X, Y) metres: a tiled scene; each tile-level arrives as its own level
+                (``metadata["tile"]``, ``metadata["region_m"]``).
+            resample: RePaint rounds per step for edits and tiles (0 = the server's default).
 
         Raises:
             ValueError: an unknown output name or a malformed condition (before anything is sent).
             XCubeClientError: a subclass per failure (see ``xcube_client.errors``).
         """
         request = self._build_request(prompt, seed, steps, guidance, num_levels, outputs, condition, client_tag)
+        fill_request(request, layout_mesh, edit, extent_m, resample)
         call = self._stub.Generate(request, timeout=timeout, metadata=self._metadata)
         with self._lock:
             self._calls.add(call)

@@ -253,11 +253,17 @@ class XCubePipeline:
             prev = level
 
     def _generate_level(self, i: int, prev: Level | None, text, gen: torch.Generator,
-                        settings: "LevelSettings") -> Level:
-        """Denoise level ``i``'s latent (on ``prev``'s grid beyond level 0), decode and refine it."""
+                        settings: "LevelSettings", shape: tuple[int, int, int] | None = None,
+                        known=None) -> Level:
+        """Denoise level ``i``'s latent (on ``prev``'s grid beyond level 0), decode and refine it.
+
+        ``shape`` overrides the level's box (a tiling window); ``known`` (an
+        `xcube_core.inpaint.KnownLatent`) holds part of the latent to given values (RePaint).
+        """
         lv = self.levels[i]
         vcfg = lv.vae.config
-        shape = (vcfg.grid_shape[0] * settings.scale, vcfg.grid_shape[1] * settings.scale, vcfg.grid_shape[2])
+        if shape is None:
+            shape = (vcfg.grid_shape[0] * settings.scale, vcfg.grid_shape[1] * settings.scale, vcfg.grid_shape[2])
         cond_n = cond_s = prev_grid = None
         if i == 0:
             proto = GridBatch.from_ijk(torch.zeros(1, 3, dtype=torch.int64, device=self.device), vcfg.voxel_size)
@@ -271,10 +277,11 @@ class XCubePipeline:
             raise InvalidInputError(f"level {i - 1} came out empty, so level {i} has nothing to refine; "
                                     "try another seed or prompt")
         with self._autocast():
-            x = self._denoise(i, lat_grid, text, gen, settings, cond_n, cond_s)
+            x = self._denoise(i, lat_grid, text, gen, settings, cond_n, cond_s, known)
             return self._decode(i, x, lat_grid, prev_grid, shape, cond_s)
 
-    def _denoise(self, i, lat_grid: GridBatch, text, gen, settings: "LevelSettings", cond_n, cond_s) -> torch.Tensor:
+    def _denoise(self, i, lat_grid: GridBatch, text, gen, settings: "LevelSettings", cond_n, cond_s,
+                 known=None) -> torch.Tensor:
         """The level's sampler (DDIM by default) with classifier-free guidance on ``lat_grid``.
         Returns the latent (N_lat, C_lat)."""
         from xcube_core.diffusion.guidance import guide_doubled
@@ -288,16 +295,20 @@ class XCubePipeline:
         x = torch.randn(lat_grid.total_voxels, lv.unet.config.latent_channels, generator=gen).to(self.device)
         grid2 = GridBatch.cat([lat_grid, lat_grid])
         plans = PlanCache()  # same grid at every step: kernel maps are built once per level
-        for k, t in enumerate(sched.timesteps):
-            if settings.cancel is not None and settings.cancel.is_set():
-                raise CancelledError(f"cancelled at level {i}, step {k}/{settings.steps}")
+
+        def denoise(x, t):
             tt = torch.full((2,), int(t), dtype=torch.long, device=self.device)
             out = lv.unet(torch.cat([x, x]), grid2, tt, text.tokens, text.mask, text.pooled, _twice(cond_n),
                           _twice(cond_s), plans=plans)
-            x = sched.step(guide_doubled(out.float(), settings.guidance), t, x, eta=settings.eta, generator=gen)
+            return sched.step(guide_doubled(out.float(), settings.guidance), t, x, eta=settings.eta, generator=gen)
+
+        for k, t in enumerate(sched.timesteps):
+            if settings.cancel is not None and settings.cancel.is_set():
+                raise CancelledError(f"cancelled at level {i}, step {k}/{settings.steps}")
+            x = denoise(x, t) if known is None else known.step(x, t, denoise, sched, gen)
             if settings.callback is not None:
                 settings.callback(i, k + 1, settings.steps)
-        return x
+        return x if known is None else known.finish(x)
 
     def _decode(self, i, x, lat_grid: GridBatch, prev_grid: GridBatch | None, shape, cond_s=None) -> Level:
         """VAE decode within the device's memory budget, refinement, and nesting in the coarser level."""

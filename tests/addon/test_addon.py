@@ -244,18 +244,32 @@ def test_server_killed_mid_stream_keeps_the_levels_that_arrived(addon, settings,
     assert [o["xcube_level"] for o in _level_objects(collection, "VOLUME")] == [0]
 
 
-def test_refine_selection_sends_the_voxelised_layout(addon, settings, pipeline):
-    bpy.ops.mesh.primitive_cube_add(size=16.0, location=(16.0, 16.0, 8.0))  # box [8, 24]^2 x [0, 16] m
-    settings.levels = 2  # a layout replaces level 0: the server refuses num_levels=1 with a condition
-    settings.layout_fill = False
+def test_refine_selection_sends_the_layout_mesh_and_the_server_voxelises_it(addon, settings, pipeline):
+    """The add-on sends triangles and part names; the server's grid equals the library's voxelisation
+    of the same mesh (the one exact voxeliser), and the part name gives the class."""
+    from xcube_core.layout import layout_from_triangles
+
+    bpy.ops.mesh.primitive_cube_add(size=16.0, location=(17.0, 17.0, 9.0))  # box [9, 25]^2 x [1, 17] m
+    bpy.context.active_object.name = "Building A"
+    settings.levels = 1
     assert bpy.ops.xcube.refine_selection() == {"FINISHED"}
     assert addon.jobs.wait_for_jobs(30)
     assert settings.status == "DONE", settings.message
     got = {tuple(v) for v in pipeline.last_condition.ijk.tolist()}
-    # Analytic reference: voxels of 4 m touched by the box's surface = the shell of [2, 6]^2 x [0, 4].
+    # Analytic reference: voxels of 4 m touched by the box's surface = the shell of [2, 6]^2 x [0, 4],
+    # plus ground (class 0) in the other bottom voxels: the layout names no ground.
     box = np.stack(np.meshgrid(np.arange(2, 7), np.arange(2, 7), np.arange(0, 5), indexing="ij"), -1).reshape(-1, 3)
     shell = {tuple(v) for v in box if (v[:2] == 2).any() or (v[:2] == 6).any() or v[2] in (0, 4)}
-    assert got == shell
+    ground = {(i, j, 0) for i in range(16) for j in range(16)}
+    assert got == shell | ground
+    cls = dict(zip(map(tuple, pipeline.last_condition.ijk.tolist()), pipeline.last_condition.semantics.tolist()))
+    assert {cls[v] for v in shell} == {pipeline.class_names.index("building")}
+    corners = np.array([[x, y, z] for x in (9, 25) for y in (9, 25) for z in (1, 17)], np.float32)
+    faces = np.array([[0, 1, 3], [0, 3, 2], [4, 6, 7], [4, 7, 5], [0, 4, 5], [0, 5, 1],
+                      [2, 3, 7], [2, 7, 6], [0, 2, 6], [0, 6, 4], [1, 5, 7], [1, 7, 3]])
+    lib = layout_from_triangles(corners, faces, None, pipeline.coarse_shape, pipeline.voxel_sizes[0],
+                                pipeline.class_names, ground=False)
+    assert {tuple(v) for v in lib.ijk.tolist()} == shell
     assert pipeline.last_condition.voxel_size == pytest.approx(pipeline.voxel_sizes[0])
 
 
@@ -263,7 +277,7 @@ def test_refine_selection_outside_the_scene_box_explains(addon, settings):
     bpy.ops.mesh.primitive_cube_add(size=2.0, location=(-50.0, -50.0, 1.0))
     assert bpy.ops.xcube.refine_selection() == {"FINISHED"}
     assert addon.jobs.wait_for_jobs(30)
-    assert settings.status == "ERROR" and "outside the scene box" in settings.message
+    assert settings.status == "ERROR" and "move it inside that box" in settings.message
 
 
 def test_results_survive_save_and_reopen(addon, settings, tmp_path):
@@ -346,7 +360,7 @@ def test_tiny_model_accepts_the_refined_layout(addon, settings, server_factory):
     _prefs().address = srv.address
     size = tiny.coarse_shape[0] * tiny.voxel_sizes[0]
     bpy.ops.mesh.primitive_cube_add(size=size / 4, location=(size / 2, size / 2, size / 8))
-    settings.steps, settings.layout_fill = 2, True
+    settings.steps = 2
     assert bpy.ops.xcube.refine_selection() == {"FINISHED"}
     assert addon.jobs.wait_for_jobs(120)
     assert settings.status == "DONE", settings.message

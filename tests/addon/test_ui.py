@@ -20,6 +20,19 @@ from addon_support import ADDON_MODULE  # noqa: E402
 ICONS = {item.identifier for item in bpy.types.UILayout.bl_rna.functions["label"].parameters["icon"].enum_items}
 
 
+class OperatorProperties:
+    """What ``layout.operator`` returns: only the operator's own properties may be set."""
+
+    def __init__(self, rna, log, idname) -> None:
+        object.__setattr__(self, "_rna", rna)
+        object.__setattr__(self, "_log", log)
+        object.__setattr__(self, "_idname", idname)
+
+    def __setattr__(self, name, value):
+        assert name in self._rna.properties, f"{self._idname} has no property {name!r}"
+        self._log.append(("operator_property", self._rna.identifier, name, value))
+
+
 class RecordingLayout:
     def __init__(self, log: list) -> None:
         self.log = log
@@ -40,7 +53,7 @@ class RecordingLayout:
         assert hasattr(getattr(bpy.ops, category), op), f"no operator {idname}"
         self._icon(kwargs.get("icon"))
         self.log.append(("operator", idname))
-        return _OperatorProperties(getattr(getattr(bpy.ops, category), op).get_rna_type(), self.log)
+        return OperatorProperties(getattr(getattr(bpy.ops, category), op).get_rna_type(), self.log, idname)
 
     def label(self, text="", icon="NONE"):
         self._icon(icon)
@@ -60,18 +73,6 @@ class RecordingLayout:
         assert icon is None or icon in ICONS, f"unknown icon {icon!r}"
 
 
-class _OperatorProperties:
-    """What ``layout.operator`` returns: setting a property the operator does not have fails."""
-
-    def __init__(self, rna, log: list) -> None:
-        object.__setattr__(self, "_rna", rna)
-        object.__setattr__(self, "_log", log)
-
-    def __setattr__(self, name, value):
-        assert name in self._rna.properties, f"{self._rna.identifier} has no property {name!r}"
-        self._log.append(("operator_property", self._rna.identifier, name, value))
-
-
 def _draw_panel() -> list:
     log: list = []
     bpy.types.XCUBE_PT_main.draw(types.SimpleNamespace(layout=RecordingLayout(log)), bpy.context)
@@ -82,9 +83,12 @@ def test_panel_idle_offers_every_setting_and_generate(addon, settings):
     settings.status, settings.message = "IDLE", ""
     log = _draw_panel()
     props = {entry[1] for entry in log if entry[0] == "prop"}
-    assert {"prompt", "seed", "levels", "steps", "guidance", "output", "layout_fill"} <= props
+    assert {"prompt", "seed", "levels", "steps", "guidance", "output"} <= props
     ops = [entry[1] for entry in log if entry[0] == "operator"]
-    assert ops == ["xcube.randomize_seed", "xcube.generate", "xcube.refine_selection"]
+    assert ops == ["xcube.randomize_seed", "xcube.generate", "xcube.refine_selection"] + \
+        ["xcube.extend_scene"] * 4 + ["xcube.regenerate_region"]
+    sides = [entry[3] for entry in log if entry[0] == "operator_property"]
+    assert sides == ["+X", "-X", "+Y", "-Y"]
 
 
 def test_panel_running_shows_level_step_progress_and_cancel(addon, settings):

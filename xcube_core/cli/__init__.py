@@ -15,7 +15,7 @@ import sys
 
 from xcube_core.errors import XCubeError
 
-COMMAND_MODULES = ("generate", "train", "eval", "data", "bench", "export", "addon")
+COMMAND_MODULES = ("generate", "edit", "train", "eval", "data", "bench", "export", "addon")
 
 
 def build_parser() -> argparse.ArgumentParser:

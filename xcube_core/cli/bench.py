@@ -15,6 +15,8 @@ BENCHMARKS = {
     "data": "voxelising a large mesh and a procedural scene",
     "io": "writing and reading large levels as OpenVDB",
     "generate": "time to first level and full scene with the shipped model",
+    "extent": "tiled scenes beyond one tile: wall time, peak memory, seam score",
+    "layout": "layouts from real meshes: coverage and class plausibility of the finest level",
 }
 # Packages above xcube_core (the gRPC server) add benchmarks through this entry-point group, so the
 # library never imports them: `server = "server.bench"` in pyproject.toml gives `xcube bench server`.

@@ -3,6 +3,13 @@
 Per level L it writes OUT/level{L}.vdb (OpenVDB: density, normal, semantics), OUT/level{L}.{ply|glb|obj}
 (a mesh coloured by semantic class) and OUT/level{L}.png (a shaded preview), then OUT/summary.json.
 The coarse level is on disk within seconds while finer levels still compute.
+
+--extent XxY (metres) builds a scene of any size from overlapping tiles of the model's native size
+(each tile conditioned on what its neighbours already hold): every finished tile-level is written to
+OUT/tiles/level{L}_x{A}_y{B}.vdb as it arrives, and each level's merged files when the level is done.
+
+--layout FILE makes the scene follow a layout: a mesh (.obj .ply .glb .gltf .stl .off, classes from part
+and material names) voxelised onto the model's coarsest grid, or a .vdb already at that resolution.
 """
 
 from __future__ import annotations
@@ -37,9 +44,31 @@ def register(sub) -> None:
                    help="large = 4x the X/Y extent (the default model: 256 m x 256 m, 1024 x 1024 finest "
                         "footprint at 0.25 m, millions of voxels; minutes on CPU)")
     p.add_argument("--scale", type=int, default=None, help="X/Y extent multiplier 1..8 (overrides --size)")
-    p.add_argument("--condition", type=pathlib.Path, default=None,
-                   help="layout-to-scene: a .vdb of a coarse layout at the model's coarsest resolution")
+    p.add_argument("--condition", type=pathlib.Path, default=None, help="the same as --layout (kept for scripts)")
+    p.add_argument("--layout", type=pathlib.Path, default=None,
+                   help="layout-to-scene: a mesh (.obj/.ply/.glb/.gltf/.stl/.off) or a coarsest-level .vdb")
+    fit = p.add_mutually_exclusive_group()
+    fit.add_argument("--fit", action="store_true", help="scale the layout mesh uniformly to fill the model's box")
+    fit.add_argument("--metric", action="store_true",
+                     help="keep the layout's metres; it must lie in the model's box (default)")
+    p.add_argument("--no-ground", action="store_true", help="do not add ground under a layout that has none")
+    p.add_argument("--extent", type=_extent, default=None, metavar="XxY",
+                   help="scene size in metres, e.g. 512x256 (tiles of the model's native size; each side <= 4096)")
+    p.add_argument("--overlap", type=float, default=None,
+                   help="metres shared by neighbouring tiles with --extent (default a quarter tile)")
+    p.add_argument("--halo", type=int, default=None,
+                   help="coarse voxels of context around a tile at finer levels (default: the U-Net's receptive field)")
+    p.add_argument("--resample", type=int, default=1, help="RePaint resampling rounds per step, 1..20 (default 1)")
     p.set_defaults(func=run)
+
+
+def _extent(text: str) -> tuple[float, float]:
+    parts = text.lower().replace("*", "x").split("x")
+    try:
+        x, y = (float(v) for v in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected XxY in metres, e.g. 512x256, got {text!r}") from None
+    return x, y
 
 
 def run(args: argparse.Namespace) -> int:
@@ -57,11 +86,19 @@ def run(args: argparse.Namespace) -> int:
     pipe = XCubePipeline.from_pretrained(args.model, device=args.device, precision=args.precision)
     load_s = time.perf_counter() - t0
     condition = None
-    if args.condition is not None:
-        from xcube_core.io.vdb import read_level
+    layout = args.layout or args.condition
+    if layout is not None:
+        from xcube_core.layout import load_layout
 
-        condition = read_level(args.condition)
+        condition = load_layout(layout, pipe.coarse_shape, pipe.voxel_sizes[0], pipe.class_names,
+                                fit=args.fit, ground=not args.no_ground)
+        if args.extent is not None:
+            raise InvalidInputError("--layout fixes the scene to the model's box; drop --extent")
     pipe.validate(args.prompt, args.steps, args.guidance, args.levels, condition)  # before any output
+    if args.extent is not None:
+        from xcube_core.cli.extent import run_extent
+
+        return run_extent(pipe, args, load_s)
     args.out.mkdir(parents=True, exist_ok=True)
     bar = tqdm(total=0, unit="step", desc="level 0", dynamic_ncols=True)
 

@@ -24,47 +24,53 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14xcube/v1/xcube.proto\x12\x08xcube.v1\"\x16\n\x14GetServerInfoRequest\"\x80\x02\n\x06Limits\x12\x19\n\x11max_prompt_length\x18\x01 \x01(\r\x12\x11\n\tmin_steps\x18\x02 \x01(\r\x12\x11\n\tmax_steps\x18\x03 \x01(\r\x12\x15\n\rdefault_steps\x18\x04 \x01(\r\x12\x12\n\nmax_levels\x18\x05 \x01(\r\x12\x14\n\x0cmin_guidance\x18\x06 \x01(\x01\x12\x14\n\x0cmax_guidance\x18\x07 \x01(\x01\x12\x18\n\x10\x64\x65\x66\x61ult_guidance\x18\x08 \x01(\x01\x12\x11\n\tmax_queue\x18\t \x01(\r\x12\x1c\n\x14max_condition_voxels\x18\n \x01(\x04\x12\x13\n\x0b\x63hunk_bytes\x18\x0b \x01(\r\"\xd5\x02\n\nServerInfo\x12\x16\n\x0eserver_version\x18\x01 \x01(\t\x12\x13\n\x0b\x61pi_version\x18\x02 \x01(\t\x12\x10\n\x08model_id\x18\x03 \x01(\t\x12\x14\n\x0cmodel_loaded\x18\x04 \x01(\x08\x12\x12\n\nnum_levels\x18\x05 \x01(\r\x12\x13\n\x0bvoxel_sizes\x18\x06 \x03(\x01\x12\x14\n\x0c\x63oarse_shape\x18\x07 \x03(\r\x12\x13\n\x0b\x63lass_names\x18\x08 \x03(\t\x12\x0e\n\x06\x64\x65vice\x18\t \x01(\t\x12 \n\x06limits\x18\n \x01(\x0b\x32\x10.xcube.v1.Limits\x12\x31\n\x11supported_outputs\x18\x0b \x03(\x0e\x32\x16.xcube.v1.OutputFormat\x12\x14\n\x0cqueue_length\x18\x0c \x01(\r\x12\x0c\n\x04\x62usy\x18\r \x01(\x08\x12\x15\n\rauth_required\x18\x0e \x01(\x08\"6\n\x08RawArray\x12\r\n\x05\x64type\x18\x01 \x01(\t\x12\r\n\x05shape\x18\x02 \x03(\x04\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"k\n\rConditionGrid\x12\x1f\n\x03ijk\x18\x01 \x01(\x0b\x32\x12.xcube.v1.RawArray\x12\x12\n\nvoxel_size\x18\x02 \x01(\x01\x12%\n\tsemantics\x18\x03 \x01(\x0b\x32\x12.xcube.v1.RawArray\"\xdf\x01\n\x0fGenerateRequest\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12\x0c\n\x04seed\x18\x02 \x01(\x04\x12\r\n\x05steps\x18\x03 \x01(\r\x12\x15\n\x08guidance\x18\x04 \x01(\x01H\x00\x88\x01\x01\x12\x12\n\nnum_levels\x18\x05 \x01(\r\x12\'\n\x07outputs\x18\x06 \x03(\x0e\x32\x16.xcube.v1.OutputFormat\x12*\n\tcondition\x18\x07 \x01(\x0b\x32\x17.xcube.v1.ConditionGrid\x12\x12\n\nclient_tag\x18\x08 \x01(\tB\x0b\n\t_guidance\"0\n\x06Queued\x12\x10\n\x08position\x18\x01 \x01(\r\x12\x14\n\x0cqueue_length\x18\x02 \x01(\r\"1\n\x07Started\x12\x0e\n\x06\x64\x65vice\x18\x01 \x01(\t\x12\x16\n\x0equeued_seconds\x18\x02 \x01(\x01\"6\n\x08Progress\x12\r\n\x05level\x18\x01 \x01(\r\x12\x0c\n\x04step\x18\x02 \x01(\r\x12\r\n\x05total\x18\x03 \x01(\r\"\xac\x01\n\x0c\x41rtifactInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12&\n\x06\x66ormat\x18\x02 \x01(\x0e\x32\x16.xcube.v1.OutputFormat\x12\x12\n\nmedia_type\x18\x03 \x01(\t\x12\x16\n\x0e\x66ile_extension\x18\x04 \x01(\t\x12\x0c\n\x04size\x18\x05 \x01(\x04\x12\x0e\n\x06sha256\x18\x06 \x01(\t\x12\r\n\x05\x64type\x18\x07 \x01(\t\x12\r\n\x05shape\x18\x08 \x03(\x04\"\xcf\x01\n\nLevelStart\x12\r\n\x05index\x18\x01 \x01(\r\x12\x12\n\nnum_levels\x18\x02 \x01(\r\x12\x12\n\nnum_voxels\x18\x03 \x01(\x04\x12\x12\n\nvoxel_size\x18\x04 \x01(\x01\x12\x0e\n\x06origin\x18\x05 \x03(\x01\x12\x13\n\x0b\x63lass_names\x18\x06 \x03(\t\x12\x0f\n\x07seconds\x18\x07 \x01(\x01\x12\x15\n\rmetadata_json\x18\x08 \x01(\t\x12)\n\tartifacts\x18\t \x03(\x0b\x32\x16.xcube.v1.ArtifactInfo\"N\n\rArtifactChunk\x12\r\n\x05level\x18\x01 \x01(\r\x12\x10\n\x08\x61rtifact\x18\x02 \x01(\r\x12\x0e\n\x06offset\x18\x03 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\"\x19\n\x08LevelEnd\x12\r\n\x05index\x18\x01 \x01(\r\"L\n\x08\x46inished\x12\x12\n\nnum_levels\x18\x01 \x01(\r\x12\x15\n\rtotal_seconds\x18\x02 \x01(\x01\x12\x15\n\rlevel_seconds\x18\x03 \x03(\x01\"5\n\x05\x45rror\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\r\n\x05\x66ield\x18\x03 \x01(\t\"\xe8\x02\n\rGenerateEvent\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\"\n\x06queued\x18\x02 \x01(\x0b\x32\x10.xcube.v1.QueuedH\x00\x12$\n\x07started\x18\x03 \x01(\x0b\x32\x11.xcube.v1.StartedH\x00\x12&\n\x08progress\x18\x04 \x01(\x0b\x32\x12.xcube.v1.ProgressH\x00\x12+\n\x0blevel_start\x18\x05 \x01(\x0b\x32\x14.xcube.v1.LevelStartH\x00\x12(\n\x05\x63hunk\x18\x06 \x01(\x0b\x32\x17.xcube.v1.ArtifactChunkH\x00\x12\'\n\tlevel_end\x18\x07 \x01(\x0b\x32\x12.xcube.v1.LevelEndH\x00\x12&\n\x08\x66inished\x18\x08 \x01(\x0b\x32\x12.xcube.v1.FinishedH\x00\x12 \n\x05\x65rror\x18\t \x01(\x0b\x32\x0f.xcube.v1.ErrorH\x00\x42\x07\n\x05\x65vent*s\n\x0cOutputFormat\x12\x1d\n\x19OUTPUT_FORMAT_UNSPECIFIED\x10\x00\x12\x15\n\x11OUTPUT_FORMAT_VDB\x10\x01\x12\x16\n\x12OUTPUT_FORMAT_MESH\x10\x02\x12\x15\n\x11OUTPUT_FORMAT_RAW\x10\x03\x32\x90\x01\n\x05XCube\x12\x45\n\rGetServerInfo\x12\x1e.xcube.v1.GetServerInfoRequest\x1a\x14.xcube.v1.ServerInfo\x12@\n\x08Generate\x12\x19.xcube.v1.GenerateRequest\x1a\x17.xcube.v1.GenerateEvent0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14xcube/v1/xcube.proto\x12\x08xcube.v1\"\x16\n\x14GetServerInfoRequest\"\xca\x02\n\x06Limits\x12\x19\n\x11max_prompt_length\x18\x01 \x01(\r\x12\x11\n\tmin_steps\x18\x02 \x01(\r\x12\x11\n\tmax_steps\x18\x03 \x01(\r\x12\x15\n\rdefault_steps\x18\x04 \x01(\r\x12\x12\n\nmax_levels\x18\x05 \x01(\r\x12\x14\n\x0cmin_guidance\x18\x06 \x01(\x01\x12\x14\n\x0cmax_guidance\x18\x07 \x01(\x01\x12\x18\n\x10\x64\x65\x66\x61ult_guidance\x18\x08 \x01(\x01\x12\x11\n\tmax_queue\x18\t \x01(\r\x12\x1c\n\x14max_condition_voxels\x18\n \x01(\x04\x12\x13\n\x0b\x63hunk_bytes\x18\x0b \x01(\r\x12\x18\n\x10max_layout_faces\x18\x0c \x01(\x04\x12\x18\n\x10max_scene_voxels\x18\r \x01(\x04\x12\x14\n\x0cmax_extent_m\x18\x0e \x01(\x01\"\xd5\x02\n\nServerInfo\x12\x16\n\x0eserver_version\x18\x01 \x01(\t\x12\x13\n\x0b\x61pi_version\x18\x02 \x01(\t\x12\x10\n\x08model_id\x18\x03 \x01(\t\x12\x14\n\x0cmodel_loaded\x18\x04 \x01(\x08\x12\x12\n\nnum_levels\x18\x05 \x01(\r\x12\x13\n\x0bvoxel_sizes\x18\x06 \x03(\x01\x12\x14\n\x0c\x63oarse_shape\x18\x07 \x03(\r\x12\x13\n\x0b\x63lass_names\x18\x08 \x03(\t\x12\x0e\n\x06\x64\x65vice\x18\t \x01(\t\x12 \n\x06limits\x18\n \x01(\x0b\x32\x10.xcube.v1.Limits\x12\x31\n\x11supported_outputs\x18\x0b \x03(\x0e\x32\x16.xcube.v1.OutputFormat\x12\x14\n\x0cqueue_length\x18\x0c \x01(\r\x12\x0c\n\x04\x62usy\x18\r \x01(\x08\x12\x15\n\rauth_required\x18\x0e \x01(\x08\"6\n\x08RawArray\x12\r\n\x05\x64type\x18\x01 \x01(\t\x12\r\n\x05shape\x18\x02 \x03(\x04\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"k\n\rConditionGrid\x12\x1f\n\x03ijk\x18\x01 \x01(\x0b\x32\x12.xcube.v1.RawArray\x12\x12\n\nvoxel_size\x18\x02 \x01(\x01\x12%\n\tsemantics\x18\x03 \x01(\x0b\x32\x12.xcube.v1.RawArray\"\xdb\x01\n\nLayoutMesh\x12$\n\x08vertices\x18\x01 \x01(\x0b\x32\x12.xcube.v1.RawArray\x12!\n\x05\x66\x61\x63\x65s\x18\x02 \x01(\x0b\x32\x12.xcube.v1.RawArray\x12(\n\x0c\x66\x61\x63\x65_classes\x18\x03 \x01(\x0b\x32\x12.xcube.v1.RawArray\x12\x0b\n\x03\x66it\x18\x04 \x01(\x08\x12\x11\n\tno_ground\x18\x05 \x01(\x08\x12\x12\n\npart_names\x18\x06 \x03(\t\x12&\n\nface_parts\x18\x07 \x01(\x0b\x32\x12.xcube.v1.RawArray\"\x8d\x01\n\nSceneLevel\x12\x1f\n\x03ijk\x18\x01 \x01(\x0b\x32\x12.xcube.v1.RawArray\x12#\n\x07normals\x18\x02 \x01(\x0b\x32\x12.xcube.v1.RawArray\x12%\n\tsemantics\x18\x03 \x01(\x0b\x32\x12.xcube.v1.RawArray\x12\x12\n\nvoxel_size\x18\x04 \x01(\x01\"\x96\x01\n\nEditRegion\x12$\n\x06levels\x18\x01 \x03(\x0b\x32\x14.xcube.v1.SceneLevel\x12\n\n\x02x0\x18\x02 \x01(\x01\x12\n\n\x02y0\x18\x03 \x01(\x01\x12\n\n\x02x1\x18\x04 \x01(\x01\x12\n\n\x02y1\x18\x05 \x01(\x01\x12\x0c\n\x04halo\x18\x06 \x01(\r\x12\x16\n\x0escene_extent_m\x18\x07 \x03(\x01\x12\x0c\n\x04grow\x18\x08 \x01(\x08\"\xd2\x02\n\x0fGenerateRequest\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12\x0c\n\x04seed\x18\x02 \x01(\x04\x12\r\n\x05steps\x18\x03 \x01(\r\x12\x15\n\x08guidance\x18\x04 \x01(\x01H\x00\x88\x01\x01\x12\x12\n\nnum_levels\x18\x05 \x01(\r\x12\'\n\x07outputs\x18\x06 \x03(\x0e\x32\x16.xcube.v1.OutputFormat\x12*\n\tcondition\x18\x07 \x01(\x0b\x32\x17.xcube.v1.ConditionGrid\x12\x12\n\nclient_tag\x18\x08 \x01(\t\x12)\n\x0blayout_mesh\x18\t \x01(\x0b\x32\x14.xcube.v1.LayoutMesh\x12\"\n\x04\x65\x64it\x18\n \x01(\x0b\x32\x14.xcube.v1.EditRegion\x12\x10\n\x08\x65xtent_m\x18\x0b \x03(\x01\x12\x10\n\x08resample\x18\x0c \x01(\rB\x0b\n\t_guidance\"0\n\x06Queued\x12\x10\n\x08position\x18\x01 \x01(\r\x12\x14\n\x0cqueue_length\x18\x02 \x01(\r\"1\n\x07Started\x12\x0e\n\x06\x64\x65vice\x18\x01 \x01(\t\x12\x16\n\x0equeued_seconds\x18\x02 \x01(\x01\"6\n\x08Progress\x12\r\n\x05level\x18\x01 \x01(\r\x12\x0c\n\x04step\x18\x02 \x01(\r\x12\r\n\x05total\x18\x03 \x01(\r\"\xac\x01\n\x0c\x41rtifactInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12&\n\x06\x66ormat\x18\x02 \x01(\x0e\x32\x16.xcube.v1.OutputFormat\x12\x12\n\nmedia_type\x18\x03 \x01(\t\x12\x16\n\x0e\x66ile_extension\x18\x04 \x01(\t\x12\x0c\n\x04size\x18\x05 \x01(\x04\x12\x0e\n\x06sha256\x18\x06 \x01(\t\x12\r\n\x05\x64type\x18\x07 \x01(\t\x12\r\n\x05shape\x18\x08 \x03(\x04\"\xcf\x01\n\nLevelStart\x12\r\n\x05index\x18\x01 \x01(\r\x12\x12\n\nnum_levels\x18\x02 \x01(\r\x12\x12\n\nnum_voxels\x18\x03 \x01(\x04\x12\x12\n\nvoxel_size\x18\x04 \x01(\x01\x12\x0e\n\x06origin\x18\x05 \x03(\x01\x12\x13\n\x0b\x63lass_names\x18\x06 \x03(\t\x12\x0f\n\x07seconds\x18\x07 \x01(\x01\x12\x15\n\rmetadata_json\x18\x08 \x01(\t\x12)\n\tartifacts\x18\t \x03(\x0b\x32\x16.xcube.v1.ArtifactInfo\"N\n\rArtifactChunk\x12\r\n\x05level\x18\x01 \x01(\r\x12\x10\n\x08\x61rtifact\x18\x02 \x01(\r\x12\x0e\n\x06offset\x18\x03 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\"\x19\n\x08LevelEnd\x12\r\n\x05index\x18\x01 \x01(\r\"L\n\x08\x46inished\x12\x12\n\nnum_levels\x18\x01 \x01(\r\x12\x15\n\rtotal_seconds\x18\x02 \x01(\x01\x12\x15\n\rlevel_seconds\x18\x03 \x03(\x01\"5\n\x05\x45rror\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\r\n\x05\x66ield\x18\x03 \x01(\t\"\xe8\x02\n\rGenerateEvent\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\"\n\x06queued\x18\x02 \x01(\x0b\x32\x10.xcube.v1.QueuedH\x00\x12$\n\x07started\x18\x03 \x01(\x0b\x32\x11.xcube.v1.StartedH\x00\x12&\n\x08progress\x18\x04 \x01(\x0b\x32\x12.xcube.v1.ProgressH\x00\x12+\n\x0blevel_start\x18\x05 \x01(\x0b\x32\x14.xcube.v1.LevelStartH\x00\x12(\n\x05\x63hunk\x18\x06 \x01(\x0b\x32\x17.xcube.v1.ArtifactChunkH\x00\x12\'\n\tlevel_end\x18\x07 \x01(\x0b\x32\x12.xcube.v1.LevelEndH\x00\x12&\n\x08\x66inished\x18\x08 \x01(\x0b\x32\x12.xcube.v1.FinishedH\x00\x12 \n\x05\x65rror\x18\t \x01(\x0b\x32\x0f.xcube.v1.ErrorH\x00\x42\x07\n\x05\x65vent*s\n\x0cOutputFormat\x12\x1d\n\x19OUTPUT_FORMAT_UNSPECIFIED\x10\x00\x12\x15\n\x11OUTPUT_FORMAT_VDB\x10\x01\x12\x16\n\x12OUTPUT_FORMAT_MESH\x10\x02\x12\x15\n\x11OUTPUT_FORMAT_RAW\x10\x03\x32\x90\x01\n\x05XCube\x12\x45\n\rGetServerInfo\x12\x1e.xcube.v1.GetServerInfoRequest\x1a\x14.xcube.v1.ServerInfo\x12@\n\x08Generate\x12\x19.xcube.v1.GenerateRequest\x1a\x17.xcube.v1.GenerateEvent0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'xcube.v1.xcube_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_OUTPUTFORMAT']._serialized_start=2197
-  _globals['_OUTPUTFORMAT']._serialized_end=2312
+  _globals['_OUTPUTFORMAT']._serialized_start=2905
+  _globals['_OUTPUTFORMAT']._serialized_end=3020
   _globals['_GETSERVERINFOREQUEST']._serialized_start=34
   _globals['_GETSERVERINFOREQUEST']._serialized_end=56
   _globals['_LIMITS']._serialized_start=59
-  _globals['_LIMITS']._serialized_end=315
-  _globals['_SERVERINFO']._serialized_start=318
-  _globals['_SERVERINFO']._serialized_end=659
-  _globals['_RAWARRAY']._serialized_start=661
-  _globals['_RAWARRAY']._serialized_end=715
-  _globals['_CONDITIONGRID']._serialized_start=717
-  _globals['_CONDITIONGRID']._serialized_end=824
-  _globals['_GENERATEREQUEST']._serialized_start=827
-  _globals['_GENERATEREQUEST']._serialized_end=1050
-  _globals['_QUEUED']._serialized_start=1052
-  _globals['_QUEUED']._serialized_end=1100
-  _globals['_STARTED']._serialized_start=1102
-  _globals['_STARTED']._serialized_end=1151
-  _globals['_PROGRESS']._serialized_start=1153
-  _globals['_PROGRESS']._serialized_end=1207
-  _globals['_ARTIFACTINFO']._serialized_start=1210
-  _globals['_ARTIFACTINFO']._serialized_end=1382
-  _globals['_LEVELSTART']._serialized_start=1385
-  _globals['_LEVELSTART']._serialized_end=1592
-  _globals['_ARTIFACTCHUNK']._serialized_start=1594
-  _globals['_ARTIFACTCHUNK']._serialized_end=1672
-  _globals['_LEVELEND']._serialized_start=1674
-  _globals['_LEVELEND']._serialized_end=1699
-  _globals['_FINISHED']._serialized_start=1701
-  _globals['_FINISHED']._serialized_end=1777
-  _globals['_ERROR']._serialized_start=1779
-  _globals['_ERROR']._serialized_end=1832
-  _globals['_GENERATEEVENT']._serialized_start=1835
-  _globals['_GENERATEEVENT']._serialized_end=2195
-  _globals['_XCUBE']._serialized_start=2315
-  _globals['_XCUBE']._serialized_end=2459
+  _globals['_LIMITS']._serialized_end=389
+  _globals['_SERVERINFO']._serialized_start=392
+  _globals['_SERVERINFO']._serialized_end=733
+  _globals['_RAWARRAY']._serialized_start=735
+  _globals['_RAWARRAY']._serialized_end=789
+  _globals['_CONDITIONGRID']._serialized_start=791
+  _globals['_CONDITIONGRID']._serialized_end=898
+  _globals['_LAYOUTMESH']._serialized_start=901
+  _globals['_LAYOUTMESH']._serialized_end=1120
+  _globals['_SCENELEVEL']._serialized_start=1123
+  _globals['_SCENELEVEL']._serialized_end=1264
+  _globals['_EDITREGION']._serialized_start=1267
+  _globals['_EDITREGION']._serialized_end=1417
+  _globals['_GENERATEREQUEST']._serialized_start=1420
+  _globals['_GENERATEREQUEST']._serialized_end=1758
+  _globals['_QUEUED']._serialized_start=1760
+  _globals['_QUEUED']._serialized_end=1808
+  _globals['_STARTED']._serialized_start=1810
+  _globals['_STARTED']._serialized_end=1859
+  _globals['_PROGRESS']._serialized_start=1861
+  _globals['_PROGRESS']._serialized_end=1915
+  _globals['_ARTIFACTINFO']._serialized_start=1918
+  _globals['_ARTIFACTINFO']._serialized_end=2090
+  _globals['_LEVELSTART']._serialized_start=2093
+  _globals['_LEVELSTART']._serialized_end=2300
+  _globals['_ARTIFACTCHUNK']._serialized_start=2302
+  _globals['_ARTIFACTCHUNK']._serialized_end=2380
+  _globals['_LEVELEND']._serialized_start=2382
+  _globals['_LEVELEND']._serialized_end=2407
+  _globals['_FINISHED']._serialized_start=2409
+  _globals['_FINISHED']._serialized_end=2485
+  _globals['_ERROR']._serialized_start=2487
+  _globals['_ERROR']._serialized_end=2540
+  _globals['_GENERATEEVENT']._serialized_start=2543
+  _globals['_GENERATEEVENT']._serialized_end=2903
+  _globals['_XCUBE']._serialized_start=3023
+  _globals['_XCUBE']._serialized_end=3167
 # @@protoc_insertion_point(module_scope)

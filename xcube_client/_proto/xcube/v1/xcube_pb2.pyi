@@ -23,7 +23,7 @@ class GetServerInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class Limits(_message.Message):
-    __slots__ = ("max_prompt_length", "min_steps", "max_steps", "default_steps", "max_levels", "min_guidance", "max_guidance", "default_guidance", "max_queue", "max_condition_voxels", "chunk_bytes")
+    __slots__ = ("max_prompt_length", "min_steps", "max_steps", "default_steps", "max_levels", "min_guidance", "max_guidance", "default_guidance", "max_queue", "max_condition_voxels", "chunk_bytes", "max_layout_faces", "max_scene_voxels", "max_extent_m")
     MAX_PROMPT_LENGTH_FIELD_NUMBER: _ClassVar[int]
     MIN_STEPS_FIELD_NUMBER: _ClassVar[int]
     MAX_STEPS_FIELD_NUMBER: _ClassVar[int]
@@ -35,6 +35,9 @@ class Limits(_message.Message):
     MAX_QUEUE_FIELD_NUMBER: _ClassVar[int]
     MAX_CONDITION_VOXELS_FIELD_NUMBER: _ClassVar[int]
     CHUNK_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_LAYOUT_FACES_FIELD_NUMBER: _ClassVar[int]
+    MAX_SCENE_VOXELS_FIELD_NUMBER: _ClassVar[int]
+    MAX_EXTENT_M_FIELD_NUMBER: _ClassVar[int]
     max_prompt_length: int
     min_steps: int
     max_steps: int
@@ -46,7 +49,10 @@ class Limits(_message.Message):
     max_queue: int
     max_condition_voxels: int
     chunk_bytes: int
-    def __init__(self, max_prompt_length: _Optional[int] = ..., min_steps: _Optional[int] = ..., max_steps: _Optional[int] = ..., default_steps: _Optional[int] = ..., max_levels: _Optional[int] = ..., min_guidance: _Optional[float] = ..., max_guidance: _Optional[float] = ..., default_guidance: _Optional[float] = ..., max_queue: _Optional[int] = ..., max_condition_voxels: _Optional[int] = ..., chunk_bytes: _Optional[int] = ...) -> None: ...
+    max_layout_faces: int
+    max_scene_voxels: int
+    max_extent_m: float
+    def __init__(self, max_prompt_length: _Optional[int] = ..., min_steps: _Optional[int] = ..., max_steps: _Optional[int] = ..., default_steps: _Optional[int] = ..., max_levels: _Optional[int] = ..., min_guidance: _Optional[float] = ..., max_guidance: _Optional[float] = ..., default_guidance: _Optional[float] = ..., max_queue: _Optional[int] = ..., max_condition_voxels: _Optional[int] = ..., chunk_bytes: _Optional[int] = ..., max_layout_faces: _Optional[int] = ..., max_scene_voxels: _Optional[int] = ..., max_extent_m: _Optional[float] = ...) -> None: ...
 
 class ServerInfo(_message.Message):
     __slots__ = ("server_version", "api_version", "model_id", "model_loaded", "num_levels", "voxel_sizes", "coarse_shape", "class_names", "device", "limits", "supported_outputs", "queue_length", "busy", "auth_required")
@@ -100,8 +106,58 @@ class ConditionGrid(_message.Message):
     semantics: RawArray
     def __init__(self, ijk: _Optional[_Union[RawArray, _Mapping]] = ..., voxel_size: _Optional[float] = ..., semantics: _Optional[_Union[RawArray, _Mapping]] = ...) -> None: ...
 
+class LayoutMesh(_message.Message):
+    __slots__ = ("vertices", "faces", "face_classes", "fit", "no_ground", "part_names", "face_parts")
+    VERTICES_FIELD_NUMBER: _ClassVar[int]
+    FACES_FIELD_NUMBER: _ClassVar[int]
+    FACE_CLASSES_FIELD_NUMBER: _ClassVar[int]
+    FIT_FIELD_NUMBER: _ClassVar[int]
+    NO_GROUND_FIELD_NUMBER: _ClassVar[int]
+    PART_NAMES_FIELD_NUMBER: _ClassVar[int]
+    FACE_PARTS_FIELD_NUMBER: _ClassVar[int]
+    vertices: RawArray
+    faces: RawArray
+    face_classes: RawArray
+    fit: bool
+    no_ground: bool
+    part_names: _containers.RepeatedScalarFieldContainer[str]
+    face_parts: RawArray
+    def __init__(self, vertices: _Optional[_Union[RawArray, _Mapping]] = ..., faces: _Optional[_Union[RawArray, _Mapping]] = ..., face_classes: _Optional[_Union[RawArray, _Mapping]] = ..., fit: _Optional[bool] = ..., no_ground: _Optional[bool] = ..., part_names: _Optional[_Iterable[str]] = ..., face_parts: _Optional[_Union[RawArray, _Mapping]] = ...) -> None: ...
+
+class SceneLevel(_message.Message):
+    __slots__ = ("ijk", "normals", "semantics", "voxel_size")
+    IJK_FIELD_NUMBER: _ClassVar[int]
+    NORMALS_FIELD_NUMBER: _ClassVar[int]
+    SEMANTICS_FIELD_NUMBER: _ClassVar[int]
+    VOXEL_SIZE_FIELD_NUMBER: _ClassVar[int]
+    ijk: RawArray
+    normals: RawArray
+    semantics: RawArray
+    voxel_size: float
+    def __init__(self, ijk: _Optional[_Union[RawArray, _Mapping]] = ..., normals: _Optional[_Union[RawArray, _Mapping]] = ..., semantics: _Optional[_Union[RawArray, _Mapping]] = ..., voxel_size: _Optional[float] = ...) -> None: ...
+
+class EditRegion(_message.Message):
+    __slots__ = ("levels", "x0", "y0", "x1", "y1", "halo", "scene_extent_m", "grow")
+    LEVELS_FIELD_NUMBER: _ClassVar[int]
+    X0_FIELD_NUMBER: _ClassVar[int]
+    Y0_FIELD_NUMBER: _ClassVar[int]
+    X1_FIELD_NUMBER: _ClassVar[int]
+    Y1_FIELD_NUMBER: _ClassVar[int]
+    HALO_FIELD_NUMBER: _ClassVar[int]
+    SCENE_EXTENT_M_FIELD_NUMBER: _ClassVar[int]
+    GROW_FIELD_NUMBER: _ClassVar[int]
+    levels: _containers.RepeatedCompositeFieldContainer[SceneLevel]
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+    halo: int
+    scene_extent_m: _containers.RepeatedScalarFieldContainer[float]
+    grow: bool
+    def __init__(self, levels: _Optional[_Iterable[_Union[SceneLevel, _Mapping]]] = ..., x0: _Optional[float] = ..., y0: _Optional[float] = ..., x1: _Optional[float] = ..., y1: _Optional[float] = ..., halo: _Optional[int] = ..., scene_extent_m: _Optional[_Iterable[float]] = ..., grow: _Optional[bool] = ...) -> None: ...
+
 class GenerateRequest(_message.Message):
-    __slots__ = ("prompt", "seed", "steps", "guidance", "num_levels", "outputs", "condition", "client_tag")
+    __slots__ = ("prompt", "seed", "steps", "guidance", "num_levels", "outputs", "condition", "client_tag", "layout_mesh", "edit", "extent_m", "resample")
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     STEPS_FIELD_NUMBER: _ClassVar[int]
@@ -110,6 +166,10 @@ class GenerateRequest(_message.Message):
     OUTPUTS_FIELD_NUMBER: _ClassVar[int]
     CONDITION_FIELD_NUMBER: _ClassVar[int]
     CLIENT_TAG_FIELD_NUMBER: _ClassVar[int]
+    LAYOUT_MESH_FIELD_NUMBER: _ClassVar[int]
+    EDIT_FIELD_NUMBER: _ClassVar[int]
+    EXTENT_M_FIELD_NUMBER: _ClassVar[int]
+    RESAMPLE_FIELD_NUMBER: _ClassVar[int]
     prompt: str
     seed: int
     steps: int
@@ -118,7 +178,11 @@ class GenerateRequest(_message.Message):
     outputs: _containers.RepeatedScalarFieldContainer[OutputFormat]
     condition: ConditionGrid
     client_tag: str
-    def __init__(self, prompt: _Optional[str] = ..., seed: _Optional[int] = ..., steps: _Optional[int] = ..., guidance: _Optional[float] = ..., num_levels: _Optional[int] = ..., outputs: _Optional[_Iterable[_Union[OutputFormat, str]]] = ..., condition: _Optional[_Union[ConditionGrid, _Mapping]] = ..., client_tag: _Optional[str] = ...) -> None: ...
+    layout_mesh: LayoutMesh
+    edit: EditRegion
+    extent_m: _containers.RepeatedScalarFieldContainer[float]
+    resample: int
+    def __init__(self, prompt: _Optional[str] = ..., seed: _Optional[int] = ..., steps: _Optional[int] = ..., guidance: _Optional[float] = ..., num_levels: _Optional[int] = ..., outputs: _Optional[_Iterable[_Union[OutputFormat, str]]] = ..., condition: _Optional[_Union[ConditionGrid, _Mapping]] = ..., client_tag: _Optional[str] = ..., layout_mesh: _Optional[_Union[LayoutMesh, _Mapping]] = ..., edit: _Optional[_Union[EditRegion, _Mapping]] = ..., extent_m: _Optional[_Iterable[float]] = ..., resample: _Optional[int] = ...) -> None: ...
 
 class Queued(_message.Message):
     __slots__ = ("position", "queue_length")

@@ -1,0 +1,147 @@
+"""Region edits (xcube_core.inpaint.edit_region and `xcube edit`) with a tiny model: voxels outside the
+box stay bit-identical at every level, inside is regenerated and nests, determinism, clear errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from xcube_core.cli import main
+from xcube_core.errors import InvalidInputError
+from xcube_core.inpaint import edit_region
+from xcube_core.io.scene import read_scene
+from xcube_core.level import Level
+from xcube_core.pipeline import XCubePipeline
+from xcube_core.tiling import generate_extent, merge_tiles
+
+
+@pytest.fixture(scope="module")
+def pipe() -> XCubePipeline:
+    return XCubePipeline.tiny(seed=0)
+
+
+@pytest.fixture(scope="module")
+def scene(pipe):
+    return list(pipe.generate("a quiet street", seed=1, steps=2))
+
+
+def _records(level: Level, keep) -> dict:
+    """voxel -> (normal bits, class) for the voxels whose level-0 column satisfies ``keep``."""
+    f = round(2.0 / level.voxel_size)
+    cols = torch.div(level.ijk[:, :2].long(), f, rounding_mode="floor")
+    sel = keep(cols)
+    return {tuple(v): (tuple(n), int(s)) for v, n, s in zip(level.ijk[sel].tolist(),
+                                                            level.normals[sel].view(torch.int32).tolist(),
+                                                            level.semantics[sel].tolist())}
+
+
+def _in_box(x0, y0, x1, y1):
+    return lambda c: (c[:, 0] >= x0) & (c[:, 0] < x1) & (c[:, 1] >= y0) & (c[:, 1] < y1)
+
+
+def test_outside_the_box_is_bit_identical_at_every_level(pipe, scene):
+    edited = list(edit_region(pipe, scene, (4.0, 2.0, 10.0, 12.0), "a pond", seed=7, steps=2))
+    assert [lv.index for lv in edited] == [0, 1]
+    box = _in_box(2, 1, 5, 6)  # metres / 2 m voxels
+    outside = lambda c: ~box(c)  # noqa: E731
+    changed = False
+    for old, new in zip(scene, edited):
+        assert _records(new, outside) == _records(old, outside)  # ijk, normal bits and class
+        assert len(_records(new, lambda c: torch.ones(len(c), dtype=torch.bool))) == new.num_voxels
+        changed |= _records(new, box) != _records(old, box)
+    assert changed  # the box was regenerated
+    coarse, fine = edited
+    assert bool(coarse.grid().coords_in_grid(torch.div(fine.ijk.long(), 2, rounding_mode="floor")).all())
+    again = list(edit_region(pipe, scene, (4.0, 2.0, 10.0, 12.0), "a pond", seed=7, steps=2))
+    assert all(torch.equal(a.ijk, b.ijk) for a, b in zip(edited, again))
+
+
+def test_edit_of_a_tiled_scene_keeps_the_rest(pipe):
+    levels = merge_tiles(list(generate_extent(pipe, "a park", (32, 32), seed=3, steps=2)))
+    edited = list(edit_region(pipe, levels, (18.0, 18.0, 30.0, 30.0), "a car park", seed=1, steps=2, halo=2))
+    outside = lambda c: ~_in_box(9, 9, 15, 15)(c)  # noqa: E731
+    for old, new in zip(levels, edited):
+        assert _records(new, outside) == _records(old, outside)
+
+
+@pytest.mark.parametrize("box, match", [
+    ((-2, 0, 4, 4), "not inside the scene"), ((0, 0, 4, 40), "not inside the scene"),
+    ((4, 4, 2, 8), "X1 must exceed"), ((0, float("nan"), 2, 2), "finite"), ((0, 0, 2), "four"),
+])
+def test_bad_boxes_get_clear_errors(pipe, scene, box, match):
+    with pytest.raises(InvalidInputError, match=match):
+        next(edit_region(pipe, scene, box, "x", steps=2))
+
+
+def test_bad_scenes_get_clear_errors(pipe, scene):
+    wrong = Level(index=0, ijk=scene[0].ijk, voxel_size=1.0, normals=scene[0].normals)
+    with pytest.raises(InvalidInputError, match="voxels; this model"):
+        next(edit_region(pipe, [wrong], (0, 0, 2, 2), "x", steps=2))
+    with pytest.raises(InvalidInputError, match="non-empty list"):
+        next(edit_region(pipe, [], (0, 0, 2, 2), "x", steps=2))
+    with pytest.raises(InvalidInputError, match="resample"):
+        next(edit_region(pipe, scene, (0, 0, 2, 2), "x", steps=2, resample=0))
+    with pytest.raises(InvalidInputError, match="neither overlaps nor touches"):
+        next(edit_region(pipe, scene, (40, 0, 50, 8), "x", steps=2, grow=True))
+
+
+def test_a_box_wider_than_a_tile_is_tiled_and_the_rest_kept(pipe):
+    big = merge_tiles(list(generate_extent(pipe, "a park", (48, 16), seed=3, steps=2)))
+    edited = list(edit_region(pipe, big, (2, 0, 42, 10), "a lake", seed=1, steps=2, halo=2))
+    outside = lambda c: ~_in_box(1, 0, 21, 5)(c)  # noqa: E731
+    for old, new in zip(big, edited):
+        assert _records(new, outside) == _records(old, outside)
+        assert new.num_voxels == len(_records(new, lambda c: torch.ones(len(c), dtype=torch.bool)))
+
+
+@pytest.mark.parametrize("box, lo, hi", [((16, 0, 32, 16), 8, 16), ((-16, 0, 0, 16), -8, 0)])
+def test_growing_along_an_edge_keeps_the_scene_and_adds_beside_it(pipe, scene, box, lo, hi):
+    grown = list(edit_region(pipe, scene, box, "more street", seed=2, steps=2, grow=True, halo=2))
+    for old, new in zip(scene, grown):
+        assert _records(new, lambda c: (c[:, 0] >= 0) & (c[:, 0] < 8)) == _records(old, lambda c: c[:, 0] >= 0)
+        f = round(2.0 / new.voxel_size)
+        cols = torch.div(new.ijk[:, 0].long(), f, rounding_mode="floor")
+        assert bool(((cols >= min(lo, 0)) & (cols < max(hi, 8))).all())
+    assert bool(((torch.div(grown[0].ijk[:, 0].long(), 1, rounding_mode="floor") >= lo)
+                 & (grown[0].ijk[:, 0] < hi)).any())  # something new beside the old scene
+    assert grown[0].metadata["extent_columns"] == [16, 8]
+    assert grown[0].metadata["extent_origin_columns"] == [min(lo, 0), 0]
+
+
+@pytest.fixture(scope="module")
+def model_dir(pipe, tmp_path_factory):
+    return pipe.save_pretrained(tmp_path_factory.mktemp("tiny") / "model")
+
+
+def test_cli_edit_writes_a_new_scene_with_the_outside_unchanged(model_dir, tmp_path, capsys):
+    src, dst = tmp_path / "scene", tmp_path / "edited"
+    assert main(["generate", "a quiet street", "--model", str(model_dir), "--out", str(src), "--steps", "2",
+                 "--mesh-format", "none", "--no-preview"]) == 0
+    assert main(["edit", str(src), "--box", "4", "2", "10", "12", "--prompt", "a pond", "--seed", "3",
+                 "--model", str(model_dir), "--out", str(dst), "--steps", "2", "--mesh-format", "none",
+                 "--no-preview"]) == 0
+    old, new = read_scene(src), read_scene(dst)
+    outside = lambda c: ~_in_box(2, 1, 5, 6)(c)  # noqa: E731
+    for a, b in zip(old, new):
+        assert _records(a, outside) == _records(b, outside)
+    capsys.readouterr()
+    assert main(["edit", str(src), "--box", "0", "0", "100", "4", "--model", str(model_dir),
+                 "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("xcube edit: error:") and "not inside the scene" in err and "\n" not in err
+    assert main(["edit", str(tmp_path / "nothing"), "--box", "0", "0", "1", "1"]) == 2
+    assert "not a folder" in capsys.readouterr().err
+
+
+def test_cli_extent_streams_tiles_and_merges_levels(model_dir, tmp_path, capsys):
+    out = tmp_path / "big"
+    assert main(["generate", "a park", "--model", str(model_dir), "--out", str(out), "--steps", "2",
+                 "--extent", "32x16", "--mesh-format", "none", "--no-preview"]) == 0
+    tiles = sorted(p.name for p in (out / "tiles").iterdir())
+    assert tiles == [f"level{i}_x{a}_y0.vdb" for i in (0, 1) for a in (0, 1, 2)]
+    levels = read_scene(out)
+    assert [lv.index for lv in levels] == [0, 1]
+    assert levels[0].metadata["extent_columns"] == [16, 8]
+    capsys.readouterr()
+    assert main(["generate", "a park", "--model", str(model_dir), "--out", str(out), "--extent", "0x16"]) == 2
+    assert "each side" in capsys.readouterr().err

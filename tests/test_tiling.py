@@ -1,0 +1,148 @@
+"""Scenes of any extent (xcube_core.tiling) with a tiny model: the tile plan, determinism, ownership,
+nesting, the known-latent hook, and bad input."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from xcube_core import inpaint
+from xcube_core.errors import InvalidInputError
+from xcube_core.inpaint import Box, KnownLatent
+from xcube_core.pipeline import XCubePipeline
+from xcube_core.tiling import (generate_extent, halo_columns, merge_tiles, plan_tiles, receptive_radius, tile_seed)
+
+
+@pytest.fixture(scope="module")
+def pipe() -> XCubePipeline:
+    return XCubePipeline.tiny(seed=0)
+
+
+@pytest.fixture(scope="module")
+def tiles(pipe):
+    return list(generate_extent(pipe, "a park", (40, 24), seed=1, steps=2))
+
+
+def _key_map(level):
+    return {tuple(v): (tuple(n), int(s)) for v, n, s in zip(level.ijk.tolist(), level.normals.tolist(),
+                                                            level.semantics.tolist())}
+
+
+@pytest.mark.parametrize("extent, tile, overlap", [((40, 24), (8, 8), 4), ((64, 64), (64, 64), 16),
+                                                   ((200, 72), (64, 64), 16), ((12, 32), (8, 8), 0)])
+def test_owned_boxes_partition_the_scene_and_known_is_what_came_before(extent, tile, overlap):
+    plan = plan_tiles(extent, tile, overlap, 4)
+    count = torch.zeros(extent, dtype=torch.int64)
+    for k, (a, b) in enumerate(plan.tiles()):
+        own, box = plan.owned(a, b), plan.box(a, b)
+        assert box.width == tile[0] and box.height == tile[1]  # native size: position features in range
+        assert own.intersection(box) == own
+        # reference: columns owned by earlier tiles (brute force); they lie in the box where it overlaps
+        before = torch.zeros(extent, dtype=torch.bool)
+        for (a2, b2) in plan.tiles()[:k]:
+            o = plan.owned(a2, b2)
+            before[o.x0:o.x1, o.y0:o.y1] = True
+        assert not bool(before[own.x0:own.x1, own.y0:own.y1].any())
+        xs, ys = box.columns()
+        inside = (xs < extent[0]) & (ys < extent[1])
+        want = torch.zeros_like(inside)
+        want[inside] = before[xs[inside], ys[inside]]
+        assert torch.equal(plan.known(a, b, box), want)
+        count[own.x0:own.x1, own.y0:own.y1] += 1
+    assert bool((count == 1).all())  # every column owned by exactly one tile
+
+
+def test_tiles_are_deterministic_per_seed(pipe, tiles):
+    again = list(generate_extent(pipe, "a park", (40, 24), seed=1, steps=2))
+    other = list(generate_extent(pipe, "a park", (40, 24), seed=2, steps=2))
+    assert [t.metadata["tile"] for t in again] == [t.metadata["tile"] for t in tiles]
+    assert all(torch.equal(x.ijk, y.ijk) and torch.equal(x.normals, y.normals) for x, y in zip(tiles, again))
+    assert not all(x.ijk.shape == y.ijk.shape and torch.equal(x.ijk, y.ijk) for x, y in zip(tiles, other))
+
+
+def test_tiles_own_their_region_nest_and_do_not_overlap(pipe, tiles):
+    # 40 m x 24 m = 20 x 12 columns of 2 m; tiles of 8 columns with stride 4: 4 x 2 tiles per level
+    assert [t.index for t in tiles] == [0] * 8 + [1] * 8
+    scene = merge_tiles(tiles)
+    for t in tiles:
+        f = 2 ** t.index
+        x0, y0, x1, y1 = (int(v / pipe.voxel_sizes[0]) for v in t.metadata["region_m"])
+        cols = torch.div(t.ijk[:, :2].long(), f, rounding_mode="floor")
+        assert bool(((cols[:, 0] >= x0) & (cols[:, 0] < x1) & (cols[:, 1] >= y0) & (cols[:, 1] < y1)).all())
+    for lv in scene:
+        assert lv.num_voxels == len(_key_map(lv)) > 0  # no voxel made twice
+    coarse, fine = scene
+    assert bool(coarse.grid().coords_in_grid(torch.div(fine.ijk.long(), 2, rounding_mode="floor")).all())
+    hi = fine.ijk.max(0).values
+    assert int(hi[0]) >= 24 and int(hi[0]) < 40 and int(hi[1]) < 24  # reaches the far tiles, stays inside
+
+
+def test_first_tile_is_a_plain_generation_and_later_tiles_hold_their_known_band(pipe, tiles, monkeypatch):
+    """Tile (0, 0) has nothing to hold: it equals a single-tile generation with its seed. Later tiles
+    hold exactly the latent cells of the band earlier tiles made, and end with that latent there."""
+    gen = torch.Generator().manual_seed(tile_seed(1, 0, 0, 0))
+    text = pipe.text_encoder.encode(["a park", ""])
+    plain = pipe._generate_level(0, None, text, gen, 2, 3.0, 0.0, None, None)
+    assert torch.equal(plain.ijk.to(torch.int32), tiles[0].ijk)
+    held = []
+    original = KnownLatent.finish
+
+    def spy(self, x):
+        out = original(self, x)
+        held.append((self.mask.clone(), torch.equal(out[self.mask], self.x0[self.mask].to(out))))
+        return out
+
+    monkeypatch.setattr(KnownLatent, "finish", spy)
+    list(generate_extent(pipe, "a park", (32, 16), seed=1, steps=2, num_levels=1))
+    # tiles (0,0), (1,0), (2,0) of 8 columns, stride 4: each later tile shares one 4-column latent cell
+    assert len(held) == 2
+    for mask, exact in held:
+        assert exact and int(mask.sum()) == 1 * 2 * 1  # 1 cell along X, 2 along Y, 1 along Z (dense 2x2x1)
+
+
+def test_holding_nothing_is_the_plain_sampler_and_holding_everything_gives_the_known_latent(pipe):
+    text = pipe.text_encoder.encode(["a farm", ""])
+    a = pipe._generate_level(0, None, text, torch.Generator().manual_seed(4), 2, 3.0, 0.0, None, None)
+    n = 2 * 2 * 1
+    none = KnownLatent(torch.zeros(n, dtype=torch.bool), torch.zeros(n, 4))
+    b = pipe._generate_level(0, None, text, torch.Generator().manual_seed(4), 2, 3.0, 0.0, None, None, known=none)
+    assert torch.equal(a.ijk, b.ijk)
+    x0 = torch.randn(n, 4, generator=torch.Generator().manual_seed(9))
+    everything = KnownLatent(torch.ones(n, dtype=torch.bool), x0, resample=2)
+    c = pipe._generate_level(0, None, text, torch.Generator().manual_seed(5), 2, 3.0, 0.0, None, None,
+                             known=everything)
+    d = pipe._generate_level(0, None, text, torch.Generator().manual_seed(6), 3, 0.0, 0.0, None, None,
+                             known=everything)
+    assert torch.equal(c.ijk, d.ijk)  # the decode of x0 whatever the sampler did
+
+
+def test_receptive_radius_and_halo(pipe):
+    from xcube_core.models.unet import UNetConfig
+
+    cfg = UNetConfig(channel_mult=(1, 2, 4), num_res_blocks=1)
+    # conv_in 1 + stages 2*(1+2+4) twice + k=2 resampling 2*(1+2) + middle 4*4 + output 1
+    assert receptive_radius(cfg) == 1 + 28 + 6 + 16 + 1
+    assert halo_columns(pipe, 1) == receptive_radius(pipe.levels[1].unet.config)  # latent voxel = 1 column
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(extent_m=(0, 10)), "each side"), (dict(extent_m=(-5, 10)), "each side"),
+    (dict(extent_m=(5000, 10)), "4096"), (dict(extent_m=(float("nan"), 10)), "finite"),
+    (dict(extent_m=(10,)), "two finite"), (dict(overlap_m=100.0), "overlap"),
+    (dict(halo=-1), "halo"), (dict(resample=0), "resample"), (dict(steps=0), "steps"),
+])
+def test_bad_input_is_refused_before_any_work(pipe, kwargs, match):
+    args = dict(extent_m=(32, 32))
+    args.update(kwargs)
+    with pytest.raises(InvalidInputError, match=match):
+        next(generate_extent(pipe, "x", **args))
+
+
+def test_box_helpers():
+    b = Box(2, 3, 6, 8)
+    assert (b.width, b.height) == (4, 5)
+    assert b.intersection(Box(5, 0, 9, 4)) == Box(5, 3, 6, 4) and b.intersection(Box(6, 0, 9, 9)) is None
+    assert b.contains(torch.tensor([[2, 3], [6, 3], [5, 7]])).tolist() == [True, False, True]
+    with pytest.raises(InvalidInputError, match="empty"):
+        Box(3, 0, 3, 1)
+    assert inpaint.level_factor([2.0, 1.0, 0.25], 2) == 8
