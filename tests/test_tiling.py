@@ -9,7 +9,7 @@ import torch
 from xcube_core import inpaint
 from xcube_core.errors import InvalidInputError
 from xcube_core.inpaint import Box, KnownLatent
-from xcube_core.pipeline import XCubePipeline
+from xcube_core.pipeline import LevelSettings, XCubePipeline
 from xcube_core.tiling import (generate_extent, halo_columns, merge_tiles, plan_tiles, receptive_radius, tile_seed)
 
 
@@ -82,7 +82,7 @@ def test_first_tile_is_a_plain_generation_and_later_tiles_hold_their_known_band(
     hold exactly the latent cells of the band earlier tiles made, and end with that latent there."""
     gen = torch.Generator().manual_seed(tile_seed(1, 0, 0, 0))
     text = pipe.text_encoder.encode(["a park", ""])
-    plain = pipe._generate_level(0, None, text, gen, 2, 3.0, 0.0, None, None)
+    plain = pipe._generate_level(0, None, text, gen, LevelSettings(steps=2, guidance=3.0))
     assert torch.equal(plain.ijk.to(torch.int32), tiles[0].ijk)
     held = []
     original = KnownLatent.finish
@@ -102,16 +102,17 @@ def test_first_tile_is_a_plain_generation_and_later_tiles_hold_their_known_band(
 
 def test_holding_nothing_is_the_plain_sampler_and_holding_everything_gives_the_known_latent(pipe):
     text = pipe.text_encoder.encode(["a farm", ""])
-    a = pipe._generate_level(0, None, text, torch.Generator().manual_seed(4), 2, 3.0, 0.0, None, None)
+    a = pipe._generate_level(0, None, text, torch.Generator().manual_seed(4), LevelSettings(steps=2, guidance=3.0))
     n = 2 * 2 * 1
     none = KnownLatent(torch.zeros(n, dtype=torch.bool), torch.zeros(n, 4))
-    b = pipe._generate_level(0, None, text, torch.Generator().manual_seed(4), 2, 3.0, 0.0, None, None, known=none)
+    b = pipe._generate_level(0, None, text, torch.Generator().manual_seed(4), LevelSettings(steps=2, guidance=3.0),
+                             known=none)
     assert torch.equal(a.ijk, b.ijk)
     x0 = torch.randn(n, 4, generator=torch.Generator().manual_seed(9))
     everything = KnownLatent(torch.ones(n, dtype=torch.bool), x0, resample=2)
-    c = pipe._generate_level(0, None, text, torch.Generator().manual_seed(5), 2, 3.0, 0.0, None, None,
+    c = pipe._generate_level(0, None, text, torch.Generator().manual_seed(5), LevelSettings(steps=2, guidance=3.0),
                              known=everything)
-    d = pipe._generate_level(0, None, text, torch.Generator().manual_seed(6), 3, 0.0, 0.0, None, None,
+    d = pipe._generate_level(0, None, text, torch.Generator().manual_seed(6), LevelSettings(steps=3, guidance=0.0),
                              known=everything)
     assert torch.equal(c.ijk, d.ijk)  # the decode of x0 whatever the sampler did
 

@@ -172,7 +172,8 @@ def generate_extent(pipe, prompt: str, extent_m: Sequence[float], *, seed: int =
     overlap = pipe.coarse_shape[0] // 4 if overlap_m is None else float(overlap_m) / v0
     plan = plan_tiles(extent, pipe.coarse_shape, overlap, cell)
     text = pipe.text_encoder.encode([prompt, ""])
-    meta = {"prompt": prompt, "seed": int(seed), "model_id": pipe.model_id, "steps": steps, "guidance": float(guidance),
+    meta = {"prompt": prompt, "seed": int(seed), "model_id": pipe.model_id, "steps": steps,
+            "guidance": None if guidance is None else float(guidance),
             "extent_m": [extent[0] * v0, extent[1] * v0], "extent_columns": list(extent),
             "tile_columns": list(plan.tile), "overlap_columns": plan.tile[0] - (plan.xs[1] - plan.xs[0])
             if len(plan.xs) > 1 else 0}
