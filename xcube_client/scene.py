@@ -4,14 +4,12 @@ sequences of rows, or array-likes with ``astype``/``tobytes`` (numpy), as in `Co
 
 from __future__ import annotations
 
-import array
 import dataclasses
-import sys
 from collections.abc import Sequence
 from typing import Any
 
 from xcube_client._proto import xcube_pb2 as pb
-from xcube_client.types import int_bytes
+from xcube_client.types import float_bytes, int_bytes
 
 
 @dataclasses.dataclass
@@ -56,29 +54,6 @@ class EditRegion:
     halo: int = 0
     scene_extent_m: tuple[float, float] | None = None
     grow: bool = False
-
-
-def float_bytes(values: Any, columns: int, what: str) -> tuple[bytes, int]:
-    """Encode floats as little-endian float32 bytes; returns (bytes, rows). Raw bytes pass through."""
-    if isinstance(values, (bytes, bytearray, memoryview)):
-        data = bytes(values)
-        if len(data) % (4 * columns):
-            raise ValueError(f"{what}: {len(data)} bytes is not a multiple of {4 * columns} (float32 x {columns})")
-        return data, len(data) // (4 * columns)
-    if hasattr(values, "astype") and hasattr(values, "tobytes"):
-        flat = values.astype("<f4").tobytes()
-        return flat, len(flat) // (4 * columns)
-    out = array.array("f")
-    rows = 0
-    for row in values:
-        items = list(row) if columns > 1 else [row]
-        if len(items) != columns:
-            raise ValueError(f"{what}: expected rows of {columns} numbers, got {items!r}")
-        out.extend(float(v) for v in items)
-        rows += 1
-    if sys.byteorder == "big":
-        out.byteswap()
-    return out.tobytes(), rows
 
 
 def _raw(kind: str, values: Any, columns: int, what: str) -> pb.RawArray:

@@ -174,22 +174,33 @@ def safe_extension(ext: str) -> str:
 
 def int_bytes(values: Any, columns: int, what: str) -> tuple[bytes, int]:
     """Encode ints as little-endian int32 bytes; returns (bytes, rows). Raw bytes pass through."""
+    return _packed_bytes(values, columns, what, "i", int)
+
+
+def float_bytes(values: Any, columns: int, what: str) -> tuple[bytes, int]:
+    """Encode floats as little-endian float32 bytes; returns (bytes, rows). Raw bytes pass through."""
+    return _packed_bytes(values, columns, what, "f", float)
+
+
+def _packed_bytes(values: Any, columns: int, what: str, code: str, cast) -> tuple[bytes, int]:
+    """Rows of ``columns`` values as little-endian 4-byte ``code`` ('i' int32, 'f' float32)."""
+    label = {"i": "int32", "f": "float32"}[code]
     if isinstance(values, (bytes, bytearray, memoryview)):
         data = bytes(values)
         if len(data) % (4 * columns):
             raise ValueError(f"{what}: {len(data)} bytes is not a multiple of {4 * columns} "
-                             f"(int32 x {columns} per row); pass little-endian int32 bytes")
+                             f"({label} x {columns} per row); pass little-endian {label} bytes")
         return data, len(data) // (4 * columns)
     if hasattr(values, "astype") and hasattr(values, "tobytes"):  # numpy / array-likes, without importing numpy
-        flat = values.astype("<i4").tobytes()
+        flat = values.astype(f"<{code}4").tobytes()
         return flat, len(flat) // (4 * columns)
-    out = array.array("i")
+    out = array.array(code)
     rows = 0
     for row in values:
         items = list(row) if columns > 1 else [row]
         if len(items) != columns:
-            raise ValueError(f"{what}: expected rows of {columns} ints, got {items!r}")
-        out.extend(int(v) for v in items)
+            raise ValueError(f"{what}: expected rows of {columns} numbers, got {items!r}")
+        out.extend(cast(v) for v in items)
         rows += 1
     if sys.byteorder == "big":
         out.byteswap()
