@@ -321,21 +321,21 @@ def _orphan_rescue(grid: GridBatch, logits: torch.Tensor, parents: GridBatch, fi
     """
     if first:
         return parents.coords_in_grid(grid.ijk).jdata
-    up = torch.div(grid.ijk.jdata, 2, rounding_mode="floor")
-    parent = parents.ijk_to_index(grid.ijk.jagged_like(up), cumulative=True).jdata
-    ok = parent >= 0
-    score = torch.where(ok, logits.float(), torch.full_like(logits, float("-inf"), dtype=torch.float32))
-    best = torch.full((parents.total_voxels,), float("-inf"), device=logits.device)
-    best = best.scatter_reduce(0, parent.clamp(min=0), score, reduce="amax", include_self=True)
-    return ok & (score >= best[parent.clamp(min=0)]) & torch.isfinite(score)
+    score = logits.float()[:, None]
+    best, _ = grid.max_pool(2, score, coarse_grid=parents)  # each parent's best child logit
+    ones = torch.ones_like(best)
+    # back to the children, with a 1/0 column for "has a parent in ``parents``" (refine fills 0)
+    back, _ = parents.refine(2, torch.cat([best, ones], dim=1), fine_grid=grid)
+    return (back[:, 1] > 0) & (score[:, 0] >= back[:, 0])
 
 
 def _add_parent_prior(logits: torch.Tensor, grid: GridBatch, parents: GridBatch, parent_classes: torch.Tensor,
                       prior: float, factor: int) -> torch.Tensor:
     """``logits`` (N, C) plus ``prior`` on the class of each voxel's ancestor in ``parents``."""
-    up = torch.div(grid.ijk.jdata, factor, rounding_mode="floor")
-    idx = parents.ijk_to_index(grid.ijk.jagged_like(up), cumulative=True).jdata
-    cls = torch.where(idx >= 0, parent_classes.to(idx.device)[idx.clamp(min=0)].long(), torch.full_like(idx, -1))
+    # nearest upsampling carries each parent's class to its descendants; shifted by one so that a
+    # voxel without a parent (refine fills 0) and an unknown class (-1) both come out as -1
+    shifted = (parent_classes.to(logits.device).float() + 1.0)[:, None]
+    cls = parents.refine(factor, shifted, fine_grid=grid)[0][:, 0].round().long() - 1
     ok = (cls >= 0) & (cls < logits.shape[1])
     bonus = torch.zeros_like(logits)
     bonus[ok, cls[ok]] = prior
