@@ -81,3 +81,32 @@ def test_tasks_need_a_vae_and_a_known_level(data_dir):
         DiffusionTask(0, data_dir, {})
     with pytest.raises(InvalidInputError, match="level"):
         VAETask(5, data_dir, {})
+
+
+def test_recaption_writes_fresh_captions_from_the_scene_facts(data_dir, tmp_path):
+    """-o recaption=1 replaces every training caption by another wording of the scene's own facts (same
+    style, same tree density); 0 keeps the stored ones; out-of-range values are errors."""
+    from xcube_core.data.procedural.captions import _TREE_COUNT, _TREE_KIND, STYLE_PHRASES
+
+    VAETask(0, data_dir, {}).export(VAETask(0, data_dir, {}).build_model(), tmp_path / "vae0")
+    opts = {"vae_path": str(tmp_path / "vae0"), "text_encoder": "hash"}
+    task = DiffusionTask(0, data_dir, {**opts, "recaption": 1.0})
+    ds = task.build_dataset("train")
+    batch = task.collate([ds[0], ds[1]])
+    gen = torch.Generator().manual_seed(0)
+    drawn = [task._recaptioned(batch["captions"], batch["metadata"], gen) for _ in range(16)]
+    for i, meta in enumerate(batch["metadata"]):
+        seen = {d[i] for d in drawn}
+        assert 2 < len(seen) <= 8  # new wording, from a fixed pool of 8 per scene
+        places = STYLE_PHRASES[meta["style"]]
+        assert all(any(p in c for p in places) for c in seen)
+        density = meta["tree_density"]
+        if density in ("some", "many"):
+            words = _TREE_COUNT[density] + _TREE_KIND.get(meta.get("dominant_tree"), ())
+            assert all(any(w in c for w in words) for c in seen)
+    keep = DiffusionTask(0, data_dir, opts)
+    assert keep._recaptioned(batch["captions"], batch["metadata"], gen) == batch["captions"]
+    # not a procedural scene: the stored caption stays
+    assert task._recaptioned(["a chair"], [{"kind": "mesh"}], gen) == ["a chair"]
+    with pytest.raises(InvalidInputError, match="recaption"):
+        DiffusionTask(0, data_dir, {**opts, "recaption": 1.5})

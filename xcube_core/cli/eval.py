@@ -101,7 +101,7 @@ def register(sub) -> None:
                         description=_PROMPTS_HELP
                         + "\n\nA pair succeeds when the statistic of its attribute (90th-percentile building "
                         "height; tree+bush, water or building+roof voxel fraction) is higher for the prompt "
-                        "with the attribute. Target: >= 80 %.")
+                        "with the attribute. Target (v2): >= 90 % overall, every attribute >= 80 %.")
     _model_args(p)
     p.add_argument("--pairs", default="builtin",
                    help="'builtin' or a JSON file: [{attribute, positive, negative, kind}, ...]")

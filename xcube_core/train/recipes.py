@@ -82,7 +82,8 @@ DEFAULT_RECIPE_DATA: dict[str, Any] = {
             "data_levels": [0], "crop": None,
             "vae": {"grid_shape": [64, 64, 32], "voxel_size": 1.0, "num_classes": NUM_CLASSES,
                     "channels": [16, 32, 64], "latent_channels": 8, "dense_latent": True, "dilate_steps": 1,
-                    "kl_weight": 0.03},
+                    # v2: the same two encoder fixes as level 1 (docs/default-model.md, round 3)
+                    "kl_weight": 0.001, "position_features": True},
             "unet": {"latent_channels": 8, "grid_shape": [16, 16, 8], "pos_freqs": 4, "model_channels": 32,
                      "channel_mult": [1, 2, 4], "cross_attention_levels": [1, 2], "context_dim": 384},
             "refine": {"num_classes": NUM_CLASSES, "channels": 16, "blocks": 2, "voxel_size": 1.0},

@@ -226,6 +226,10 @@ class VAETask(_LevelTask):
         model.save_pretrained(out_dir, extra={"task": self.name, "level": self.level})
 
 
+RECAPTION_POOL = 8  # rewordings per scene for -o recaption (a fixed pool, so text embeddings stay cached)
+RECAPTION_CACHE = 8192  # prompts the text encoder keeps when recaptioning (about 40 KB each)
+
+
 class DiffusionTask(_LevelTask):
     name = "diffusion"
     model_part = "unet"
@@ -236,6 +240,8 @@ class DiffusionTask(_LevelTask):
                         "mapping, e.g. '{name: hash, dim: 384}' where MiniLM is not installed",
         "posterior": "diffuse posterior 'mean' (default) or 'sample'",
         "latent_scale": "latent scale (default: measured as 1 / std over training scenes)",
+        "recaption": "probability in [0, 1] that a training caption is replaced by a fresh one written from "
+                     "the scene's stored facts (procedural scenes only; caption augmentation, default 0)",
         **{f.name: f"noise schedule / sampler default (recipe value {getattr(SchedulerConfig(), f.name)!r} "
                    "by default), saved as scheduler_config.json with the model"
            for f in dataclasses.fields(SchedulerConfig)},
@@ -274,6 +280,12 @@ class DiffusionTask(_LevelTask):
         if self.posterior not in ("mean", "sample"):
             raise InvalidInputError(f"posterior must be 'mean' or 'sample', got {self.posterior!r}")
         self.latent_scale = float(self.overrides.get("latent_scale", 0) or self._measure_latent_scale())
+        self.recaption = self.overrides.get("recaption", 0.0)
+        if isinstance(self.recaption, bool) or not isinstance(self.recaption, (int, float)) \
+                or not 0.0 <= self.recaption <= 1.0:
+            raise InvalidInputError(f"-o recaption={self.recaption!r}: expected a probability in [0, 1]")
+        if self.recaption:  # keep every reworded caption's embedding: MiniLM costs more than a U-Net step
+            self.text.cache_size = max(self.text.cache_size, RECAPTION_CACHE)
 
     def config(self) -> dict:
         return {**super().config(), "latent_scale": self.latent_scale, "text_encoder": self.text_config,
@@ -331,7 +343,8 @@ class DiffusionTask(_LevelTask):
         b = self.prepare(batch, generator)
         z, grid = self.latents(b, generator, batch.get("files"))
         cond_n, cond_s = coarse_condition(b, grid) if self.recipe.unet.cond_normals else (None, None)
-        captions, _ = drop_prompts(b.captions, COND_DROP, generator)
+        captions, _ = drop_prompts(self._recaptioned(b.captions, batch.get("metadata"), generator), COND_DROP,
+                                   generator)
         emb = self.text.encode(captions)
         n_items = grid.grid_count
         t = sample_timesteps(n_items, self.schedule.num_train_timesteps, generator)
@@ -342,6 +355,17 @@ class DiffusionTask(_LevelTask):
         pred = model(x_t, grid, t, emb.tokens, emb.mask, emb.pooled, cond_n, cond_s)
         loss = v_prediction_loss(pred.float(), target, jidx, n_items)
         return loss, {"latent_voxels": float(grid.total_voxels)}
+
+    def _recaptioned(self, captions: list[str], metadata: list[dict] | None, generator) -> list[str]:
+        """Each caption, or with probability ``recaption`` one of RECAPTION_POOL rewordings of its scene."""
+        if not self.recaption or not metadata:
+            return captions
+        from xcube_core.data.procedural.captions import recaption
+
+        draw = torch.rand(len(captions), generator=generator) < self.recaption
+        variants = torch.randint(0, RECAPTION_POOL, (len(captions),), generator=generator)
+        return [recaption(c, m, int(k)) if d else c
+                for c, m, d, k in zip(captions, metadata, draw.tolist(), variants.tolist())]
 
     def export(self, model, out_dir: pathlib.Path) -> None:
         model.save_pretrained(out_dir, extra={"task": self.name, "level": self.level,

@@ -132,6 +132,23 @@ def scene_caption(facts: dict, rng: np.random.Generator) -> str:
     return frame.format(place=_pick(rng, STYLE_PHRASES[style]), items=_join(items))
 
 
+
+def recaption(caption: str, metadata: dict | None, variant: int) -> str:
+    """Caption number ``variant`` of the same procedural scene, written from the facts in its metadata.
+
+    Caption augmentation for training: a stored scene has one caption, so most scenes never say
+    "many trees" although their facts do; other wordings of the same facts let the text encoder see
+    every attribute of every scene. A variant is deterministic per (scene seed, variant), so a
+    training run draws from a small fixed pool per scene whose text embeddings stay cached.
+    Samples that are not procedural scenes keep ``caption``.
+    """
+    if not metadata or metadata.get("kind") != "procedural_scene":
+        return caption
+    try:
+        return scene_caption(metadata, np.random.default_rng([int(metadata.get("seed", 0)), 11, int(variant)]))
+    except (KeyError, TypeError):  # metadata from an older writer without every fact
+        return caption
+
 _OBJECT_WORDS = {
     "house": ("a small house", "a cottage", "a little house", "a family home"),
     "tower": ("a tall tower", "a skyscraper", "a high-rise building", "an office tower"),
