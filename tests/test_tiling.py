@@ -147,3 +147,25 @@ def test_box_helpers():
     with pytest.raises(InvalidInputError, match="empty"):
         Box(3, 0, 3, 1)
     assert inpaint.level_factor([2.0, 1.0, 0.25], 2) == 8
+
+
+def test_bench_extent_compares_tiling_with_one_scaled_piece(pipe, tmp_path, capsys):
+    """`xcube bench extent --nna N --compare-scale` scores tiles cut from the tiled scene and from the
+    same extent made in one piece with generate(scale=S), against the same single-tile generations;
+    the one-piece scene is also scored on the tiled plan's border lines (the metric's own noise)."""
+    import json
+
+    from xcube_core.cli import main
+
+    model = pipe.save_pretrained(tmp_path / "model")
+    assert main(["bench", "extent", "--model", str(model), "--extent", "32x32", "--steps", "2", "--levels", "1",
+                 "--nna", "4", "--compare-scale", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    scale = report["scale"]
+    assert scale["scale"] == 2 and report["per_tile_1nna"]["n"] == 4 and scale["per_tile_1nna"]["n"] == 4
+    for r in (report["per_tile_1nna"], scale["per_tile_1nna"]):
+        assert 0.0 <= r["1-NNA-CD"] <= 1.0 and 0.0 <= r["COV-CD"] <= 1.0
+    assert set(scale["seam_ratio_on_tile_lines"]) == set(report["runs"][0]["levels"][0]["seam_ratio"])
+    assert main(["bench", "extent", "--model", str(model), "--extent", "32x16", "--steps", "2", "--levels", "1",
+                 "--nna", "2", "--compare-scale"]) == 2
+    assert "square extent" in capsys.readouterr().err

@@ -8,6 +8,7 @@ score (border/interior ratios of occupancy, class histogram and continuity; `xcu
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import resource
 import time
@@ -27,6 +28,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--preview", default=None, help="write a PNG of the finest level here")
     parser.add_argument("--nna", type=int, default=0, metavar="N",
                         help="also 1-NNA of (up to) N of the scene's tiles vs N single-tile generations")
+    parser.add_argument("--compare-scale", action="store_true",
+                        help="with --nna: also make the scene in one piece with --scale and score its tiles "
+                             "against the same single-tile generations (square extents of 2..8 boxes)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
 
 
@@ -35,8 +39,8 @@ def _peak_rss_gb() -> float:
 
 
 def _one(pipe, args, extent, resample, hold) -> dict:
-    from xcube_core.eval.seams import seam_scores, tile_lines
-    from xcube_core.tiling import extent_columns, generate_extent, merge_tiles, plan_tiles
+    from xcube_core.eval.seams import seam_scores
+    from xcube_core.tiling import generate_extent, merge_tiles
 
     t0 = time.perf_counter()
     tiles = []
@@ -47,10 +51,7 @@ def _one(pipe, args, extent, resample, hold) -> dict:
               f"{t.num_voxels} voxels, {t.seconds:.1f} s, {time.perf_counter() - t0:.0f} s so far", flush=True)
     wall = time.perf_counter() - t0
     levels = merge_tiles(tiles)
-    cell = 2 ** pipe.levels[0].vae.config.num_down
-    cols = extent_columns(extent, pipe.voxel_sizes[0], cell)
-    plan = plan_tiles(cols, pipe.coarse_shape, pipe.coarse_shape[0] // 4, cell)
-    borders, interiors = tile_lines(plan)
+    cols, plan, borders, interiors = _plan_lines(pipe, extent)
     out = {"resample": resample, "hold": hold, "wall_seconds": round(wall, 1), "tiles": len(plan.tiles()),
            "levels": []}
     for lv in levels:
@@ -61,9 +62,10 @@ def _one(pipe, args, extent, resample, hold) -> dict:
     return out
 
 
-def per_tile_nna(pipe, args, scene_level, plan) -> dict:
-    """1-NNA (Chamfer) of the scene's tiles (each tile's native-size box, cut from the finished scene's
-    finest level) vs single-tile generations with other seeds."""
+def per_tile_nna(pipe, args, scene_level, boxes, singles=None):
+    """1-NNA (Chamfer) of tiles cut from a finished scene's finest level (each a native-size box) vs
+    single-tile generations with other seeds. Returns (report, single-tile clouds) so that another
+    scene can be compared against the same singles."""
     import torch
 
     from xcube_core.eval.metrics import distribution_metrics
@@ -72,14 +74,59 @@ def per_tile_nna(pipe, args, scene_level, plan) -> dict:
 
     f = level_factor(pipe.voxel_sizes, scene_level.index)
     gen = torch.Generator().manual_seed(0)
-    boxes = [plan.box(a, b) for a, b in plan.tiles()][: args.nna]
     cut = [level_point_cloud(crop(scene_level, box, f), 2048, generator=gen) for box in boxes]
-    single = []
-    for k in range(len(boxes)):
-        levels = list(pipe.generate(args.prompt, seed=1000 + k, steps=args.steps, num_levels=scene_level.index + 1))
-        single.append(level_point_cloud(levels[-1], 2048, generator=gen))
-    m = distribution_metrics(torch.stack(cut), torch.stack(single))
-    return {"n": len(boxes), "level": scene_level.index, **{k: round(v, 4) for k, v in m.items()}}
+    if singles is None:
+        single = []
+        for k in range(len(boxes)):
+            levels = list(pipe.generate(args.prompt, seed=1000 + k, steps=args.steps,
+                                        num_levels=scene_level.index + 1))
+            single.append(level_point_cloud(levels[-1], 2048, generator=gen))
+        singles = torch.stack(single)
+    m = distribution_metrics(torch.stack(cut), singles[: len(cut)])
+    return {"n": len(boxes), "level": scene_level.index, **{k: round(v, 4) for k, v in m.items()}}, singles
+
+
+def _plan_lines(pipe, extent):
+    """(columns, tile plan, border lines, interior lines) of the tiled plan of ``extent``."""
+    from xcube_core.eval.seams import tile_lines
+    from xcube_core.tiling import extent_columns, plan_tiles
+
+    cell = 2 ** pipe.levels[0].vae.config.num_down
+    cols = extent_columns(extent, pipe.voxel_sizes[0], cell)
+    plan = plan_tiles(cols, pipe.coarse_shape, pipe.coarse_shape[0] // 4, cell)
+    return (cols, plan, *tile_lines(plan))
+
+
+def _seams_on_plan_lines(pipe, args, level, extent) -> dict | None:
+    """The seam score of any scene on the lines where the tiled plan puts its borders: for a scene made
+    in one piece this is the score of a scene without seams (the metric's own noise)."""
+    from xcube_core.eval.seams import seam_scores
+
+    cols, _, borders, interiors = _plan_lines(pipe, extent)
+    if not borders:
+        return None
+    level = dataclasses.replace(level, metadata={**level.metadata, "extent_m": list(extent),
+                                                 "extent_columns": list(cols)})
+    return {k: round(v, 3) for k, v in seam_scores(level, borders, interiors, cols, args.band)["ratio"].items()}
+
+
+def scaled_scene(pipe, args, extent) -> tuple[dict, object, list]:
+    """The same scene made in one piece with ``generate(scale=S)`` (a larger dense latent; the position
+    features run beyond their trained range), and its native-size tiles on a grid, for comparison."""
+    from xcube_core.errors import InvalidInputError
+    from xcube_core.inpaint import Box
+
+    box_m = [n * pipe.voxel_sizes[0] for n in pipe.coarse_shape[:2]]
+    scale = round(extent[0] / box_m[0])
+    if scale < 2 or extent[0] != extent[1] or abs(extent[0] - scale * box_m[0]) > 1e-6:
+        raise InvalidInputError(f"--compare-scale needs a square extent of 2..8 model boxes ({box_m[0]:g} m each), "
+                         f"got {extent[0]:g} x {extent[1]:g} m")
+    t0 = time.perf_counter()
+    levels = list(pipe.generate(args.prompt, seed=args.seed, steps=args.steps, num_levels=args.levels, scale=scale))
+    wall = time.perf_counter() - t0
+    w, h = pipe.coarse_shape[:2]
+    boxes = [Box(i * w, j * h, (i + 1) * w, (j + 1) * h) for j in range(scale) for i in range(scale)]
+    return {"scale": scale, "wall_seconds": round(wall, 1), "voxels": levels[-1].num_voxels}, levels[-1], boxes
 
 
 def run(args) -> int:
@@ -96,7 +143,13 @@ def run(args) -> int:
     if args.baseline:
         results.append(_one(pipe, args, extent, 1, False))
     if args.nna:
-        report_nna = per_tile_nna(pipe, args, results[0]["_levels"][-1], results[0]["_plan"])
+        plan = results[0]["_plan"]
+        boxes = [plan.box(a, b) for a, b in plan.tiles()][: args.nna]
+        report_nna, singles = per_tile_nna(pipe, args, results[0]["_levels"][-1], boxes)
+        if args.compare_scale:
+            scaled, level, scale_boxes = scaled_scene(pipe, args, extent)
+            scaled["per_tile_1nna"] = per_tile_nna(pipe, args, level, scale_boxes[: args.nna], singles)[0]
+            scaled["seam_ratio_on_tile_lines"] = _seams_on_plan_lines(pipe, args, level, extent)
     if args.preview:
         from xcube_core.io.preview import save_preview
 
@@ -107,6 +160,8 @@ def run(args) -> int:
               "peak_rss_gb": round(_peak_rss_gb(), 2), "runs": results}
     if args.nna:
         report["per_tile_1nna"] = report_nna
+        if args.compare_scale:
+            report["scale"] = scaled
     if args.json:
         print(json.dumps(report))
         return 0
@@ -114,6 +169,10 @@ def run(args) -> int:
           f"peak RSS {report['peak_rss_gb']} GB")
     if args.nna:
         print(f"per-tile quality: {report_nna}")
+        if args.compare_scale:
+            print(f"one piece with --scale {scaled['scale']} ({scaled['wall_seconds']} s): "
+                  f"per-tile quality {scaled['per_tile_1nna']}; seam ratio on the tiles' border lines "
+                  f"{scaled['seam_ratio_on_tile_lines']}")
     for r in results:
         name = f"resample {r['resample']}" if r["hold"] else "baseline (tiles ignore neighbours)"
         print(f"{name}: {r['tiles']} tiles, {r['wall_seconds']} s")
