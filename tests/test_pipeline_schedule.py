@@ -90,3 +90,34 @@ def test_a_folder_without_the_file_gets_defaults_and_a_warning(saved, caplog):
 def test_the_shipped_v1_folder_loads_with_the_schedule_it_was_trained_with():
     for i in (0, 1):
         assert load_scheduler_config(DEFAULT_MODEL_DIR / f"level{i}" / "unet") == SchedulerConfig()
+
+
+def test_guidance_interval_guides_only_inside_it_with_one_unet_pass_outside(saved):
+    """Outside `guidance_interval` a step is the conditional prediction alone, computed by one U-Net
+    pass on the undoubled batch; that pass gives what the conditional half of the doubled batch gives."""
+    pipe, folder = saved
+    _edit(folder, 0, guidance_interval=[0.0, 0.5])
+    loaded = XCubePipeline.from_pretrained(folder)
+    assert loaded.levels[0].scheduler.guidance_interval == (0.0, 0.5)
+    batches = []
+    hook = loaded.levels[0].unet.register_forward_hook(lambda m, args, out: batches.append(int(args[2].shape[0])))
+    try:
+        steps = 6
+        list(loaded.generate("a farm", seed=2, steps=steps, guidance=3.0, num_levels=1))
+    finally:
+        hook.remove()
+    sampler = loaded.levels[0].scheduler.make_sampler()
+    sampler.set_timesteps(steps)
+    assert batches == [1 if int(t) > 500 else 2 for t in sampler.timesteps]
+    # guidance 1 everywhere: the single pass and the doubled pass (forced) agree
+    single = _normals(pipe, steps=3, guidance=1.0, num_levels=1)[0]
+    cfg = pipe.levels[0].scheduler
+    pipe.levels[0].scheduler = dataclasses.replace(cfg)
+    object.__setattr__(pipe.levels[0].scheduler, "guidance_at", lambda t, scale: 1.0 + 1e-12)
+    try:
+        doubled = _normals(pipe, steps=3, guidance=1.0, num_levels=1)[0]
+    finally:
+        pipe.levels[0].scheduler = cfg
+    torch.testing.assert_close(single, doubled, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="guidance_interval"):
+        SchedulerConfig(guidance_interval=(0.6, 0.4))

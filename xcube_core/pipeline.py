@@ -297,10 +297,16 @@ class XCubePipeline:
         plans = PlanCache()  # same grid at every step: kernel maps are built once per level
 
         def denoise(x, t):
+            w = lv.scheduler.guidance_at(int(t), settings.guidance)
+            if w == 1.0:  # no guidance at this step: the conditional half alone (text row 0)
+                tt = torch.full((1,), int(t), dtype=torch.long, device=self.device)
+                out = lv.unet(x, lat_grid, tt, text.tokens[:1], text.mask[:1], text.pooled[:1], cond_n, cond_s,
+                              plans=plans)
+                return sched.step(out.float(), t, x, eta=settings.eta, generator=gen)
             tt = torch.full((2,), int(t), dtype=torch.long, device=self.device)
             out = lv.unet(torch.cat([x, x]), grid2, tt, text.tokens, text.mask, text.pooled, _twice(cond_n),
                           _twice(cond_s), plans=plans)
-            return sched.step(guide_doubled(out.float(), settings.guidance), t, x, eta=settings.eta, generator=gen)
+            return sched.step(guide_doubled(out.float(), w), t, x, eta=settings.eta, generator=gen)
 
         for k, t in enumerate(sched.timesteps):
             if settings.cancel is not None and settings.cancel.is_set():
