@@ -193,6 +193,12 @@ def mesh_from_arrays(name: str, mesh) -> bpy.types.Mesh:
     data.polygons.add(n_face)
     data.polygons.foreach_set("loop_start", np.arange(0, 3 * n_face, 3, dtype=np.int32))
     data.polygons.foreach_set("use_smooth", np.ones(n_face, dtype=bool))
+    classes = getattr(mesh, "face_classes", None)
+    if classes is not None:  # before validate(): a face it removes takes its class along
+        from .materials import CLASS_ATTRIBUTE
+
+        attr = data.attributes.new(CLASS_ATTRIBUTE, "INT", "FACE")
+        attr.data.foreach_set("value", np.ascontiguousarray(classes, dtype=np.int32).ravel())
     if mesh.colors is not None:
         attr = data.color_attributes.new(COLOR_ATTRIBUTE, "BYTE_COLOR", "POINT")
         srgb = np.ascontiguousarray(mesh.colors, dtype=np.float32)
@@ -268,8 +274,8 @@ def import_level(
             mesh_obj = bpy.data.objects.new(f"{base} mesh", mesh_from_arrays(f"{base} mesh", mesh))
             has_colors = mesh.colors is not None
             mesh_obj.data.materials.append(vertex_color_material() if has_colors else mesh_material())
-            if getattr(mesh, "face_classes", None) is not None:
-                materials.set_face_classes(mesh_obj, mesh.face_classes, tuple(class_names))
+            if getattr(mesh, "face_classes", None) is not None:  # as stored: validate() may drop faces
+                materials.set_face_classes(mesh_obj, materials.face_classes(mesh_obj.data), tuple(class_names))
             collection.objects.link(mesh_obj)
         else:
             mesh_obj = bpy.data.objects.new(f"{base} mesh", bpy.data.meshes.new(f"{base} mesh"))

@@ -222,6 +222,18 @@ def volume_class_material(class_names: tuple[str, ...]) -> bpy.types.Material:
 
 # -- assigning -------------------------------------------------------------------------------------------
 
+def face_classes(mesh: bpy.types.Mesh):
+    """The class id of every face (``xcube_class``), as an int32 array; None without the attribute."""
+    import numpy as np
+
+    attr = mesh.attributes.get(CLASS_ATTRIBUTE)
+    if attr is None:
+        return None
+    out = np.empty(len(mesh.polygons), dtype=np.int32)
+    attr.data.foreach_get("value", out)
+    return out
+
+
 def set_face_classes(obj: bpy.types.Object, face_classes, class_names: tuple[str, ...]) -> list[str]:
     """Stores the class per face (``xcube_class``), one material slot per class present, and each face's
     slot index; returns the class names of the slots (ascending class id)."""

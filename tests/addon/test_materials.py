@@ -4,6 +4,7 @@ material, faces get the class the server's own colours say, and Cycles renders s
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import pathlib
 import sys
 
@@ -161,3 +162,20 @@ def test_a_class_without_a_recipe_gets_a_material_in_its_display_colour(addon, s
     bsdf = material.node_tree.nodes["Principled BSDF"]
     assert tuple(bsdf.inputs["Base Color"].default_value) == pytest.approx(addon.importers.class_color("Surface"))
     assert materials.class_material("Vegetation").name == "XCube Foliage"  # names map to recipes
+
+
+def test_a_mesh_blender_repairs_keeps_each_surviving_face_with_its_class(addon):
+    """The server's mesh may hold faces Blender's validate() removes (here a degenerate one); the class
+    of every face that survives stays its own (the v2 model's first README render failed here)."""
+    import types
+
+    importers = importlib.import_module(f"{ADDON_MODULE}.importers")
+    materials = importlib.import_module(f"{ADDON_MODULE}.materials")
+    verts = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [1, 1, 0]], np.float32)
+    faces = np.array([[0, 1, 2], [0, 0, 1], [1, 3, 2]], np.int32)  # the middle face is degenerate
+    mesh = types.SimpleNamespace(vertices=verts, faces=faces, colors=None, face_classes=np.array([1, 7, 3]))
+    data = importers.mesh_from_arrays("repair test", mesh)
+    assert len(data.polygons) == 2
+    assert materials.face_classes(data).tolist() == [1, 3]
+    obj = bpy.data.objects.new("repair test", data)
+    assert materials.set_face_classes(obj, materials.face_classes(data), tuple(EXPECTED)) == ["road", "roof"]
