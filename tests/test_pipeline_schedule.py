@@ -87,9 +87,11 @@ def test_a_folder_without_the_file_gets_defaults_and_a_warning(saved, caplog):
         XCubePipeline.from_pretrained(folder)
 
 
-def test_the_shipped_v1_folder_loads_with_the_schedule_it_was_trained_with():
-    for i in (0, 1):
-        assert load_scheduler_config(DEFAULT_MODEL_DIR / f"level{i}" / "unet") == SchedulerConfig()
+def test_the_shipped_folder_loads_with_the_schedule_it_was_trained_with():
+    """v2: level 0 guides only below 0.7 T (round 3 of docs/default-model.md); the rest is the default."""
+    assert load_scheduler_config(DEFAULT_MODEL_DIR / "level0" / "unet") == SchedulerConfig(guidance_interval=(0.0, 0.7))
+    assert load_scheduler_config(DEFAULT_MODEL_DIR / "level1" / "unet") == SchedulerConfig()
+    assert XCubePipeline.from_pretrained().levels[0].scheduler.guidance_interval == (0.0, 0.7)
 
 
 def test_guidance_interval_guides_only_inside_it_with_one_unet_pass_outside(saved):

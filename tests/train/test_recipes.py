@@ -84,7 +84,7 @@ def test_default_recipe_is_data_and_round_trips(tmp_path):
     assert load_recipe(tmp_path)[0] == DEFAULT_RECIPE == load_recipe(tmp_path / "recipe.json")[0]
 
 
-def test_the_shipped_v1_folder_without_recipe_reads_back_from_its_networks():
+def test_the_shipped_folder_recipe_agrees_with_its_networks():
     recipe, text = load_recipe(DEFAULT_MODEL_DIR)
     assert sorted(recipe) == [0, 1] and text["name"] == "minilm-l6-v2"
     for i in (0, 1):
@@ -169,4 +169,6 @@ def test_schedule_options_are_typed_and_reach_the_exported_model(data4, recipe_f
         DiffusionTask(0, data4, {**opts, "prediction_type": "x0"})
     with pytest.raises(InvalidInputError, match="num_train_timesteps"):
         DiffusionTask(0, data4, {**opts, "num_train_timesteps": "many"})
-    assert "scheduler" not in VAETask(0, data4, {}).config()["recipe"]  # default: checkpoints resume as before
+    # a level whose recipe keeps the default schedule (level 1) records none: its old checkpoints resume
+    assert "scheduler" not in VAETask(1, data4, {}).config()["recipe"]
+    assert VAETask(0, data4, {}).config()["recipe"]["scheduler"]["guidance_interval"] == [0.0, 0.7]
