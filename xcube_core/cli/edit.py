@@ -41,7 +41,7 @@ def register(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from xcube_core.cli.generate import class_histogram, write_level_outputs
+    from xcube_core.cli.generate import StepProgress, class_histogram, write_level_outputs
     from xcube_core.errors import InvalidInputError
     from xcube_core.inpaint import edit_region
     from xcube_core.io.scene import read_scene
@@ -57,16 +57,7 @@ def run(args: argparse.Namespace) -> int:
     if out.resolve() == args.scene.resolve():
         raise InvalidInputError("--out must differ from the scene folder (the edit writes a new scene)")
     pipe = XCubePipeline.from_pretrained(args.model, device=args.device, precision=args.precision)
-    bars = []  # made on the first step, so that input errors print alone
-
-    def progress(level: int, step: int, total: int) -> None:
-        if not bars:
-            bars.append(tqdm(total=0, unit="step", dynamic_ncols=True))
-        bar = bars[0]
-        if step == 1:
-            bar.reset(total=total)
-            bar.set_description(f"level {level}")
-        bar.update(1)
+    progress = StepProgress()
 
     edits = edit_region(pipe, levels, args.box, prompt, seed=seed, steps=args.steps, guidance=args.guidance,
                         resample=args.resample, halo=args.halo, callback=progress)
@@ -79,8 +70,7 @@ def run(args: argparse.Namespace) -> int:
         summary["levels"].append({"level": level.index, "voxels": level.num_voxels, "files": files,
                                   "class_voxels": class_histogram(level)})
         tqdm.write(f"level {level.index}: {level.num_voxels} voxels -> {', '.join(files)}")
-    for bar in bars:
-        bar.close()
+    progress.close()
     summary["total_seconds"] = round(time.perf_counter() - start, 3)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(f"wrote the edited scene to {out}; summary: {out / 'summary.json'}")

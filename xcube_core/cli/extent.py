@@ -10,7 +10,7 @@ import time
 def run_extent(pipe, args, load_s: float) -> int:
     from tqdm import tqdm
 
-    from xcube_core.cli.generate import class_histogram, write_level_outputs
+    from xcube_core.cli.generate import StepProgress, class_histogram, write_level_outputs
     from xcube_core.io.vdb import write_level
     from xcube_core.inpaint import check_resample
     from xcube_core.tiling import extent_columns, generate_extent, merge_tiles
@@ -19,14 +19,8 @@ def run_extent(pipe, args, load_s: float) -> int:
     check_resample(args.resample)
     out: pathlib.Path = args.out
     (out / "tiles").mkdir(parents=True, exist_ok=True)
-    bar = tqdm(total=0, unit="step", dynamic_ncols=True)
     state = {"tile": 0}
-
-    def progress(level: int, step: int, total: int) -> None:
-        if step == 1:
-            bar.reset(total=total)
-            bar.set_description(f"level {level} tile {state['tile'] + 1}")
-        bar.update(1)
+    progress = StepProgress(lambda level: f"level {level} tile {state['tile'] + 1}")
 
     summary = {"prompt": args.prompt, "seed": args.seed, "steps": args.steps, "guidance": args.guidance,
                "model_id": pipe.model_id, "device": str(pipe.device), "extent_m": list(args.extent),
@@ -58,7 +52,7 @@ def run_extent(pipe, args, load_s: float) -> int:
                                  "file": f"tiles/{name}"})
     if pending:
         finish_level(pending)
-    bar.close()
+    progress.close()
     summary["total_seconds"] = round(time.perf_counter() - start, 3)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(f"wrote {len(summary['levels'])} levels ({len(summary['tiles'])} tile-levels) to {out} in "

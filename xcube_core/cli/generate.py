@@ -100,13 +100,7 @@ def run(args: argparse.Namespace) -> int:
 
         return run_extent(pipe, args, load_s)
     args.out.mkdir(parents=True, exist_ok=True)
-    bar = tqdm(total=0, unit="step", desc="level 0", dynamic_ncols=True)
-
-    def progress(level: int, step: int, total: int) -> None:
-        if step == 1:
-            bar.reset(total=total)
-            bar.set_description(f"level {level}")
-        bar.update(1)
+    progress = StepProgress()
 
     summary = {"prompt": args.prompt, "seed": args.seed, "steps": args.steps, "guidance": args.guidance,
                "model_id": pipe.model_id, "device": str(pipe.device), "load_seconds": round(load_s, 3), "levels": []}
@@ -122,12 +116,34 @@ def run(args: argparse.Namespace) -> int:
         summary["levels"].append(info)
         tqdm.write(f"level {level.index}: {level.num_voxels} voxels at {level.voxel_size:g} m "
                    f"in {level.seconds:.1f} s -> {', '.join(files)}")
-    bar.close()
+    progress.close()
     summary["total_seconds"] = round(time.perf_counter() - start, 3)
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(f"wrote {len(summary['levels'])} levels to {args.out} in {summary['total_seconds']:.1f} s "
           f"(+{load_s:.1f} s model load); summary: {args.out / 'summary.json'}")
     return 0
+
+
+class StepProgress:
+    """A tqdm bar of diffusion steps, as a `generate` callback ``(level, step, total)``; the bar is made
+    on the first step, so that input errors print alone. ``describe(level)`` names each level's run."""
+
+    def __init__(self, describe=lambda level: f"level {level}") -> None:
+        self.describe, self.bar = describe, None
+
+    def __call__(self, level: int, step: int, total: int) -> None:
+        from tqdm import tqdm
+
+        if self.bar is None:
+            self.bar = tqdm(total=0, unit="step", dynamic_ncols=True)
+        if step == 1:
+            self.bar.reset(total=total)
+            self.bar.set_description(self.describe(level))
+        self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def write_level_outputs(level, out: pathlib.Path, mesh_format: str, mesh_mode: str, preview: bool) -> list[str]:
