@@ -119,8 +119,8 @@ def scaled_scene(pipe, args, extent) -> tuple[dict, object, list]:
     box_m = [n * pipe.voxel_sizes[0] for n in pipe.coarse_shape[:2]]
     scale = round(extent[0] / box_m[0])
     if scale < 2 or extent[0] != extent[1] or abs(extent[0] - scale * box_m[0]) > 1e-6:
-        raise InvalidInputError(f"--compare-scale needs a square extent of 2..8 model boxes ({box_m[0]:g} m each), "
-                         f"got {extent[0]:g} x {extent[1]:g} m")
+        raise InvalidInputError(f"--compare-scale needs a square extent of 2..8 model boxes ({box_m[0]:g} m "
+                                f"each), got {extent[0]:g} x {extent[1]:g} m")
     t0 = time.perf_counter()
     levels = list(pipe.generate(args.prompt, seed=args.seed, steps=args.steps, num_levels=args.levels, scale=scale))
     wall = time.perf_counter() - t0

@@ -240,8 +240,9 @@ class DiffusionTask(_LevelTask):
                         "mapping, e.g. '{name: hash, dim: 384}' where MiniLM is not installed",
         "posterior": "diffuse posterior 'mean' (default) or 'sample'",
         "latent_scale": "latent scale (default: measured as 1 / std over training scenes)",
-        "recaption": "probability in [0, 1] that a training caption is replaced by a fresh one written from "
-                     "the scene's stored facts (procedural scenes only; caption augmentation, default 0)",
+        "recaption": f"probability in [0, 1] that a training caption is replaced by another wording of the "
+                     f"scene's stored facts, one of {RECAPTION_POOL} per scene (procedural scenes only; caption "
+                     "augmentation, default 0)",
         **{f.name: f"noise schedule / sampler default (recipe value {getattr(SchedulerConfig(), f.name)!r} "
                    "by default), saved as scheduler_config.json with the model"
            for f in dataclasses.fields(SchedulerConfig)},
