@@ -76,6 +76,30 @@ def test_each_task_computes_a_finite_loss_with_gradients(data_dir, tmp_path):
     assert torch.isfinite(loss) and logs["decoded_voxels"] > 0
 
 
+def test_freeze_encoder_trains_the_decoder_only(data_dir):
+    """-o freeze_encoder=true: an optimiser step moves decoder weights and leaves every encoder weight
+    (what fixes the latent space the level's diffusion was trained on) bit-identical."""
+    from xcube_core.train.config import TrainConfig
+    from xcube_core.train.trainer import _build_optimizer
+
+    task = VAETask(0, data_dir, {"freeze_encoder": True})
+    assert task.config()["overrides"]["freeze_encoder"] == "True"
+    vae = task.build_model()
+    encoder = {id(p) for p in vae.encoder_parameters()}
+    before = {n: p.detach().clone() for n, p in vae.named_parameters()}
+    opt, names = _build_optimizer(vae, TrainConfig(lr=1e-2))
+    assert names and not any(id(p) in encoder for g in opt.param_groups for p in g["params"])
+    ds = task.build_dataset("train")
+    loss, _ = task.loss(vae, task.collate([ds[0], ds[1]]), torch.Generator().manual_seed(0))
+    loss.backward()
+    opt.step()
+    moved = {n for n, p in vae.named_parameters() if not torch.equal(p, before[n])}
+    enc_names = {n for n, p in vae.named_parameters() if id(p) in encoder}
+    assert moved and not moved & enc_names and enc_names
+    with pytest.raises(InvalidInputError, match="freeze_encoder"):
+        VAETask(0, data_dir, {"freeze_encoder": "yes"})
+
+
 def test_tasks_need_a_vae_and_a_known_level(data_dir):
     with pytest.raises(InvalidInputError, match="vae_path"):
         DiffusionTask(0, data_dir, {})

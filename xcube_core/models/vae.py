@@ -144,6 +144,11 @@ class SparseStructureVAE(nn.Module, PretrainedMixin):
         self.semantic_head = VoxelLinear(c[0], config.num_classes) if config.num_classes else None
 
     # --- encoder ------------------------------------------------------------------------------
+    def encoder_parameters(self) -> list[nn.Parameter]:
+        """The parameters that map a grid to its posterior (what fixes the latent space)."""
+        parts = [self.sem_embed, self.enc_in, self.enc_blocks, self.enc_proj, self.enc_dense, self.enc_out]
+        return [p for m in parts if m is not None for p in m.parameters()]
+
     def latent_grid_for(self, grid: GridBatch, grid_shape: tuple[int, int, int] | None = None) -> GridBatch:
         """The grid the latent of ``grid`` lives on (dense box, or the coarsened grid).
 

@@ -211,9 +211,25 @@ def _typed_replace(config, changes: dict):
 
 class VAETask(_LevelTask):
     name = "vae"
+    own_options = {
+        **_LevelTask.own_options,
+        "freeze_encoder": "train only the decoder (true/false, default false): the latent space stays the one "
+                          "the level's diffusion U-Net was trained on, so a decoder fine-tune ships without "
+                          "retraining diffusion",
+    }
+
+    def __init__(self, level, data_dir, overrides) -> None:
+        super().__init__(level, data_dir, overrides)
+        self.freeze_encoder = self.overrides.get("freeze_encoder", False)
+        if not isinstance(self.freeze_encoder, bool):
+            raise InvalidInputError(f"-o freeze_encoder={self.freeze_encoder!r}: expected true or false")
 
     def build_model(self) -> SparseStructureVAE:
-        return SparseStructureVAE(self.recipe.vae)
+        model = SparseStructureVAE(self.recipe.vae)
+        if self.freeze_encoder:
+            for p in model.encoder_parameters():
+                p.requires_grad_(False)
+        return model
 
     def loss(self, model, batch, generator):
         b = self.prepare(batch, generator)
