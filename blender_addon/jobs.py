@@ -51,6 +51,8 @@ class JobConfig:
     # Extend Scene / Regenerate Region: an ``xcube_client.scene.EditRegion`` (built on the worker from
     # ``edit_levels`` raw files and ``edit_box``), or None.
     edit: Any = None
+    # nats favouring each voxel's parent class at finer levels; inf keeps a layout's classes; None = model's
+    class_prior: float | None = None
 
 
 @dataclasses.dataclass

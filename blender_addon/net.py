@@ -143,6 +143,7 @@ def _generate(client, config: JobConfig, job: Job, outputs):
         config.prompt, seed=config.seed, steps=config.steps, guidance=config.guidance,
         num_levels=config.levels, outputs=outputs, progress=on_progress, layout_mesh=_layout_mesh(config),
         edit=config.edit, queued=on_queued, timeout=config.request_timeout or None, client_tag="blender",
+        class_prior=config.class_prior,
     )
 
 

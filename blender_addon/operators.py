@@ -6,6 +6,7 @@ Operators run on the main thread and return at once: they copy settings into a f
 
 from __future__ import annotations
 
+import math
 import random
 
 import bpy
@@ -55,6 +56,7 @@ def _start_generation(op, context, layout=None, edit=None, run=None, source: str
             levels=settings.levels, steps=settings.steps, guidance=settings.guidance,
             want_mesh=settings.output in {"MESH", "BOTH"}, out_dir=out_dir,
             layout=layout, edit=edit,
+            class_prior=math.inf if layout is not None and settings.keep_layout_classes else None,
         )
     except (ValueError, OSError) as exc:
         _fail(settings, f"{exc}. Open Edit > Preferences > Add-ons > XCube to fix it")

@@ -56,6 +56,7 @@ class XCUBE_PT_main(bpy.types.Panel):
         if not busy:
             box = layout.box()
             box.label(text="Layout to scene", icon="MESH_CUBE")
+            box.prop(settings, "keep_layout_classes")
             box.operator("xcube.refine_selection", icon="MOD_REMESH")
             box = layout.box()
             box.label(text="Edit the scene", icon="MOD_BUILD")

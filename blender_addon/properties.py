@@ -59,6 +59,12 @@ class XCUBE_PG_settings(bpy.types.PropertyGroup):
         name="Guidance", description="How strongly the scene follows the prompt (classifier-free guidance)",
         default=3.0, min=0.0, max=30.0,
     )
+    keep_layout_classes: bpy.props.BoolProperty(
+        name="Keep Layout Classes",
+        description="Refine Selection keeps the class each part's name gives at every level (a part named "
+                    "'Building' stays building, roof included); off lets the model relabel details",
+        default=False,
+    )
     output: bpy.props.EnumProperty(name="Output", items=OUTPUT_ITEMS, default="VOLUME")
     shading: bpy.props.EnumProperty(
         name="Shading", items=SHADING_ITEMS, default="MATERIALS", update=_shading_update,

@@ -59,7 +59,7 @@ class SyntheticPipeline:
         self.step_seconds = step_seconds
 
     def generate(self, prompt, *, seed=0, steps=25, guidance=3.0, num_levels=None, condition=None,
-                 callback=None, cancel=None):
+                 callback=None, cancel=None, class_prior=None):
         import torch
 
         from xcube_core.errors import CancelledError

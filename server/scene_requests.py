@@ -154,7 +154,8 @@ def check_scene_request(req: pb.GenerateRequest, limits, model) -> dict:
 
 def run_pipeline(pipeline, p, callback, cancel):
     """The level iterator a validated request asks for (plain, layout mesh, edit or extent)."""
-    common = dict(seed=p.seed, steps=p.steps, guidance=p.guidance, callback=callback, cancel=cancel)
+    common = dict(seed=p.seed, steps=p.steps, guidance=p.guidance, class_prior=p.class_prior, callback=callback,
+                  cancel=cancel)
     if p.edit is not None:
         from xcube_core.inpaint import edit_region
 

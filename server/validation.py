@@ -83,6 +83,7 @@ class JobParams:
     edit: object | None = None     # server.scene_requests.EditParams
     extent: tuple[float, float] | None = None
     resample: int = 1
+    class_prior: float | None = None  # None: the model's own; inf keeps every parent's class
 
 
 def validate_request(req: pb.GenerateRequest, limits: ServerLimits, model: ModelFacts,
@@ -99,6 +100,10 @@ def validate_request(req: pb.GenerateRequest, limits: ServerLimits, model: Model
     if not limits.min_steps <= steps <= limits.max_steps:
         raise RequestFieldError("steps", f"must be in {limits.min_steps}..{limits.max_steps} "
                                          f"(or 0 for the default {limits.default_steps}), got {req.steps}")
+    class_prior = req.class_prior if req.HasField("class_prior") else None
+    if class_prior is not None and not class_prior >= 0:  # NaN fails this too
+        raise RequestFieldError("class_prior", f"must be a number of nats >= 0 (inf keeps every parent's "
+                                               f"class) or unset for the model's, got {class_prior}")
     guidance = req.guidance if req.HasField("guidance") else limits.default_guidance
     if not (math.isfinite(guidance) and limits.min_guidance <= guidance <= limits.max_guidance):
         raise RequestFieldError("guidance", f"must be a finite number in {limits.min_guidance}.."
@@ -122,7 +127,7 @@ def validate_request(req: pb.GenerateRequest, limits: ServerLimits, model: Model
     if scene["edit"] is not None:
         num_levels = len(scene["edit"].levels)
     return JobParams(prompt, int(req.seed), int(steps), float(guidance), int(num_levels), outputs, condition, tag,
-                     **scene)
+                     class_prior=class_prior, **scene)
 
 
 def _check_prompt(prompt: str, limits: ServerLimits) -> str:

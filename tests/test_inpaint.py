@@ -3,6 +3,8 @@ box stay bit-identical at every level, inside is regenerated and nests, determin
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -138,10 +140,36 @@ def test_cli_extent_streams_tiles_and_merges_levels(model_dir, tmp_path, capsys)
     assert main(["generate", "a park", "--model", str(model_dir), "--out", str(out), "--steps", "2",
                  "--extent", "32x16", "--mesh-format", "none", "--no-preview"]) == 0
     tiles = sorted(p.name for p in (out / "tiles").iterdir())
-    assert tiles == [f"level{i}_x{a}_y0.vdb" for i in (0, 1) for a in (0, 1, 2)]
+    # level 0 in native tiles (3 along X); level 1 in one box (the default fine box exceeds the scene)
+    assert tiles == [f"level0_x{a}_y0.vdb" for a in (0, 1, 2)] + ["level1_x0_y0.vdb"]
     levels = read_scene(out)
     assert [lv.index for lv in levels] == [0, 1]
     assert levels[0].metadata["extent_columns"] == [16, 8]
+    fine = tmp_path / "fine"
+    assert main(["generate", "a park", "--model", str(model_dir), "--out", str(fine), "--steps", "2",
+                 "--extent", "32x16", "--fine-tile", "16", "--mesh-format", "none", "--no-preview"]) == 0
+    assert sorted(p.name for p in (fine / "tiles").glob("level1_*")) == ["level1_x0_y0.vdb", "level1_x1_y0.vdb"]
+    assert read_scene(fine)[0].num_voxels == levels[0].num_voxels  # level 0 does not depend on the fine boxes
     capsys.readouterr()
     assert main(["generate", "a park", "--model", str(model_dir), "--out", str(out), "--extent", "0x16"]) == 2
     assert "each side" in capsys.readouterr().err
+
+
+def test_cli_extent_merges_a_large_level_from_its_tile_files(model_dir, tmp_path, monkeypatch):
+    """Past MERGE_IN_MEMORY_VOXELS a level is merged from its tile files (no mesh, no preview): the
+    file holds the same voxels, normals and classes as the in-memory merge."""
+    from xcube_core.cli import extent as cli_extent
+
+    args = ["generate", "a park", "--model", str(model_dir), "--steps", "2", "--extent", "32x16", "--no-preview"]
+    assert main([*args, "--out", str(tmp_path / "memory")]) == 0
+    monkeypatch.setattr(cli_extent, "MERGE_IN_MEMORY_VOXELS", 0)
+    assert main([*args, "--out", str(tmp_path / "files")]) == 0
+    for a, b in zip(read_scene(tmp_path / "memory"), read_scene(tmp_path / "files")):
+        assert a.num_voxels == b.num_voxels > 0
+        order_a, order_b = a.ijk.long().tolist(), b.ijk.long().tolist()
+        ka = dict(zip(map(tuple, order_a), zip(a.semantics.tolist(), a.normals.tolist())))
+        kb = dict(zip(map(tuple, order_b), zip(b.semantics.tolist(), b.normals.tolist())))
+        assert ka == kb
+    summary = json.loads((tmp_path / "files" / "summary.json").read_text())
+    assert all("merged from the tile files" in lv["note"] for lv in summary["levels"])
+    assert not list((tmp_path / "files").glob("level*.ply")) and list((tmp_path / "memory").glob("level*.ply"))

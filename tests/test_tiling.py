@@ -20,7 +20,8 @@ def pipe() -> XCubePipeline:
 
 @pytest.fixture(scope="module")
 def tiles(pipe):
-    return list(generate_extent(pipe, "a park", (40, 24), seed=1, steps=2))
+    # fine boxes of one native tile (16 m): level 1 runs in several boxes, each with its halo
+    return list(generate_extent(pipe, "a park", (40, 24), seed=1, steps=2, fine_tile_m=16))
 
 
 def _key_map(level):
@@ -53,16 +54,17 @@ def test_owned_boxes_partition_the_scene_and_known_is_what_came_before(extent, t
 
 
 def test_tiles_are_deterministic_per_seed(pipe, tiles):
-    again = list(generate_extent(pipe, "a park", (40, 24), seed=1, steps=2))
-    other = list(generate_extent(pipe, "a park", (40, 24), seed=2, steps=2))
+    again = list(generate_extent(pipe, "a park", (40, 24), seed=1, steps=2, fine_tile_m=16))
+    other = list(generate_extent(pipe, "a park", (40, 24), seed=2, steps=2, fine_tile_m=16))
     assert [t.metadata["tile"] for t in again] == [t.metadata["tile"] for t in tiles]
     assert all(torch.equal(x.ijk, y.ijk) and torch.equal(x.normals, y.normals) for x, y in zip(tiles, again))
     assert not all(x.ijk.shape == y.ijk.shape and torch.equal(x.ijk, y.ijk) for x, y in zip(tiles, other))
 
 
 def test_tiles_own_their_region_nest_and_do_not_overlap(pipe, tiles):
-    # 40 m x 24 m = 20 x 12 columns of 2 m; tiles of 8 columns with stride 4: 4 x 2 tiles per level
-    assert [t.index for t in tiles] == [0] * 8 + [1] * 8
+    # 40 m x 24 m = 20 x 12 columns of 2 m; level 0: tiles of 8 columns with stride 4 (4 x 2);
+    # level 1: boxes of 8 columns, the last one along each axis moved back to end at the scene (3 x 2)
+    assert [t.index for t in tiles] == [0] * 8 + [1] * 6
     scene = merge_tiles(tiles)
     for t in tiles:
         f = 2 ** t.index
@@ -130,7 +132,7 @@ def test_receptive_radius_and_halo(pipe):
     (dict(extent_m=(0, 10)), "each side"), (dict(extent_m=(-5, 10)), "each side"),
     (dict(extent_m=(5000, 10)), "4096"), (dict(extent_m=(float("nan"), 10)), "finite"),
     (dict(extent_m=(10,)), "two finite"), (dict(overlap_m=100.0), "overlap"),
-    (dict(halo=-1), "halo"), (dict(resample=0), "resample"), (dict(steps=0), "steps"),
+    (dict(halo=-1), "halo"), (dict(fine_tile_m=-16.0), "fine tile"), (dict(fine_tile_m=float("inf")), "fine tile"), (dict(resample=0), "resample"), (dict(steps=0), "steps"),
 ])
 def test_bad_input_is_refused_before_any_work(pipe, kwargs, match):
     args = dict(extent_m=(32, 32))
@@ -166,6 +168,34 @@ def test_bench_extent_compares_tiling_with_one_scaled_piece(pipe, tmp_path, caps
     for r in (report["per_tile_1nna"], scale["per_tile_1nna"]):
         assert 0.0 <= r["1-NNA-CD"] <= 1.0 and 0.0 <= r["COV-CD"] <= 1.0
     assert set(scale["seam_ratio_on_tile_lines"]) == set(report["runs"][0]["levels"][0]["seam_ratio"])
+    # the seam score's data reference: procedural scenes laid on the same tile plan
+    assert main(["bench", "extent", "--model", str(model), "--extent", "32x32", "--steps", "2", "--levels", "1",
+                 "--data-style", "suburban", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["data_tiles"]
+    assert data["tiles"] == len(plan_tiles((16, 16), (8, 8), 2, 1).tiles())
+    assert all(0.0 < v <= 1.5 for v in data["seam_ratio"].values())
+    assert main(["bench", "extent", "--model", str(model), "--data-style", "moon"]) == 2
+    assert "suburban" in capsys.readouterr().err
     assert main(["bench", "extent", "--model", str(model), "--extent", "32x16", "--steps", "2", "--levels", "1",
                  "--nna", "2", "--compare-scale"]) == 2
     assert "square extent" in capsys.readouterr().err
+
+
+def test_decoding_part_of_a_window_keeps_the_latents_order(pipe, tiles):
+    """Finer windows decode only their region (plus a margin): a mask that keeps every latent voxel
+    gives exactly the whole decode, and a partial mask decodes only voxels under the kept latents."""
+    coarse = merge_tiles(tiles)[0]
+    text = pipe.text_encoder.encode(["a park", ""])
+    settings = LevelSettings(steps=2, guidance=3.0)
+
+    def level1(mask=None):
+        gen = torch.Generator().manual_seed(5)
+        return pipe._generate_level(1, coarse, text, gen, settings, shape=(40, 24, 16), decode_mask=mask)
+
+    whole = level1()
+    grid = coarse.grid()
+    assert _key_map(level1(torch.ones(grid.total_voxels, dtype=torch.bool))) == _key_map(whole)
+    left = grid.ijk.jdata[:, 0] < 6
+    part = level1(left)
+    assert 0 < part.num_voxels < whole.num_voxels
+    assert int(torch.div(part.ijk[:, 0], 2, rounding_mode="floor").max()) < 6

@@ -208,7 +208,7 @@ class XCubeClient:
                  queued: Callable[[int, int], None] | None = None,
                  timeout: float | None = None, client_tag: str = "", layout_mesh: LayoutMesh | None = None,
                  edit: EditRegion | None = None, extent_m: Sequence[float] | None = None,
-                 resample: int = 0) -> Iterator[GeneratedLevel]:
+                 resample: int = 0, class_prior: float | None = None) -> Iterator[GeneratedLevel]:
         """Generate a scene; yields each level (coarsest first) as soon as it has fully arrived.
 
         Args:
@@ -228,6 +228,8 @@ class XCubeClient:
             extent_m: (X, Y) metres: a tiled scene; each tile-level arrives as its own level
                 (``metadata["tile"]``, ``metadata["region_m"]``).
             resample: RePaint rounds per step for edits and tiles (0 = the server's default).
+            class_prior: nats >= 0 favouring each voxel's parent class at finer levels; ``math.inf``
+                keeps every class a layout gives; None = the model's own.
 
         Raises:
             ValueError: an unknown output name or a malformed condition (before anything is sent).
@@ -235,6 +237,11 @@ class XCubeClient:
         """
         request = self._build_request(prompt, seed, steps, guidance, num_levels, outputs, condition, client_tag)
         fill_request(request, layout_mesh, edit, extent_m, resample)
+        if class_prior is not None:
+            if isinstance(class_prior, bool) or not isinstance(class_prior, (int, float)) or not class_prior >= 0:
+                raise ValueError(f"class_prior must be a number of nats >= 0 (math.inf keeps every parent's "
+                                 f"class) or None, got {class_prior!r}")
+            request.class_prior = float(class_prior)
         call = self._stub.Generate(request, timeout=timeout, metadata=self._metadata)
         with self._lock:
             self._calls.add(call)

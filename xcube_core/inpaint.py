@@ -33,6 +33,12 @@ from xcube_core.sparse import GridBatch
 logger = logging.getLogger(__name__)
 
 MAX_RESAMPLE = 20
+# level-0 columns decoded around a window's region beyond level 0: more than the reach of the VAE
+# decoder's 3x3x3 convs (about 5 m at the latent resolution, 1.5 m below), so the region's voxels see
+# the same neighbours as in a decode of the whole window. (Its group norms take their statistics over
+# the voxels decoded, so about 2 % of the region's voxels still differ from a whole-window decode.)
+# The U-Net needs the whole halo; the decoder, most of the memory at 0.25 m, does not.
+DECODE_MARGIN = 8
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,6 +92,7 @@ class SampleOptions:
     resample: int = 1
     callback: Callable[[int, int, int], None] | None = None
     cancel: threading.Event | None = None
+    class_prior: float | None = None
 
 
 class KnownLatent:
@@ -264,8 +271,14 @@ def sample_window(pipe, i: int, window: Box, region: Box, known_cols: torch.Tens
     from xcube_core.pipeline import LevelSettings
 
     settings = LevelSettings(steps=opts.steps, guidance=opts.guidance, eta=opts.eta, callback=opts.callback,
-                             cancel=opts.cancel).for_level(pipe.levels[i].scheduler)
-    out = pipe._generate_level(i, prev_local, text, gen, settings, shape=shape, known=known)
+                             cancel=opts.cancel, class_prior=opts.class_prior).for_level(pipe.levels[i].scheduler)
+    decode = None
+    if i > 0:  # decode only around the region: the decoder reaches a few metres, the U-Net the whole halo
+        near = Box(region.x0 - window.x0, region.y0 - window.y0, region.x1 - window.x0, region.y1 - window.y0)
+        decode = near.expanded(DECODE_MARGIN).contains(columns_of(lat_grid.ijk.jdata.cpu(), level_factor(sizes, i - 1)))
+        if not bool(decode.any()):
+            return empty_level(i, sizes[i], pipe.class_names)
+    out = pipe._generate_level(i, prev_local, text, gen, settings, shape=shape, known=known, decode_mask=decode)
     moved = select(out, torch.ones(out.num_voxels, dtype=torch.bool), (-window.x0 * f, -window.y0 * f, 0))
     moved.ijk = moved.ijk.to(torch.int32)
     return crop(moved, region, f)
@@ -367,7 +380,8 @@ def _moved(level: Level, cols: tuple[int, int], f: int) -> Level:
 @torch.no_grad()
 def edit_region(pipe, levels: Sequence[Level], box_m: Sequence[float], prompt: str, *, seed: int = 0,
                 steps: int = 25, guidance: float = 3.0, eta: float = 0.0, resample: int = 1,
-                halo: int | None = None, grow: bool = False, callback=None, cancel=None) -> Iterator[Level]:
+                halo: int | None = None, grow: bool = False, class_prior: float | None = None, callback=None,
+                cancel=None) -> Iterator[Level]:
     """Regenerate the X/Y box ``box_m`` (metres, full height) of a scene; yield each new level.
 
     Every voxel outside the box is copied unchanged (bit-identical at every level). Inside, the box is
@@ -380,11 +394,15 @@ def edit_region(pipe, levels: Sequence[Level], box_m: Sequence[float], prompt: s
         box_m: ``(x0, y0, x1, y1)`` in metres (scene coordinates).
         halo: level-0 columns of context around each tile at finer levels (default: the U-Net's
             receptive field, `xcube_core.tiling.halo_columns`).
+        class_prior: as in `XCubePipeline.generate`.
     Yields:
         `Level` i (the whole scene level: old voxels outside the box, new inside), coarse to fine.
     """
     check_scene(pipe, levels)
     pipe.validate(prompt, steps, guidance, len(levels), None)
+    from xcube_core.pipeline import check_class_prior
+
+    check_class_prior(class_prior)
     check_resample(resample)
     v0 = pipe.voxel_sizes[0]
     old = scene_columns(levels, pipe.coarse_shape)
@@ -399,7 +417,7 @@ def edit_region(pipe, levels: Sequence[Level], box_m: Sequence[float], prompt: s
     scene = Box(0, 0, max(old.x1, region.x1), max(old.y1, region.y1))  # grown (when ``grow``)
     gen = torch.Generator(device="cpu").manual_seed(int(seed))
     text = pipe.text_encoder.encode([prompt, ""])
-    opts = SampleOptions(steps, guidance, eta, resample, callback, cancel)
+    opts = SampleOptions(steps, guidance, eta, resample, callback, cancel, class_prior)
     tiles = region_tiles(region, scene, pipe.coarse_shape, cell)
     prev = None
     for i, before in enumerate(levels):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import pathlib
 import threading
 import time
@@ -59,6 +60,7 @@ class LevelSettings:
     scale: int = 1
     callback: "ProgressCallback | None" = None
     cancel: threading.Event | None = None
+    class_prior: float | None = None  # None: each level's own (`LevelModels.class_prior`)
 
     def for_level(self, scheduler: SchedulerConfig) -> "LevelSettings":
         """These settings with every None replaced by ``scheduler``'s default."""
@@ -212,7 +214,7 @@ class XCubePipeline:
     def generate(self, prompt: str, *, seed: int = 0, steps: int | None = None, guidance: float | None = None,
                  num_levels: int | None = None, condition: Level | None = None,
                  callback: ProgressCallback | None = None, cancel: threading.Event | None = None,
-                 eta: float | None = None, scale: int = 1) -> Iterator[Level]:
+                 eta: float | None = None, scale: int = 1, class_prior: float | None = None) -> Iterator[Level]:
         """Yield each level coarse to fine. See the module docstring and `Level`.
 
         ``steps``, ``guidance`` and ``eta`` default (None) to each level's ``scheduler_config.json``
@@ -222,11 +224,16 @@ class XCubePipeline:
         with it and every finer level stays sparse, so a 4x scene (e.g. 256 m x 256 m with a
         1024 x 1024 finest footprint for the default model) costs memory in proportion to its voxels.
 
+        ``class_prior`` (nats, >= 0; None = each level's own, 2 for the shipped model's level 1) favours
+        each voxel's parent class when finer levels pick classes; ``math.inf`` keeps every parent's
+        class (e.g. the classes of a layout's parts, for a user whose part names are authoritative).
+
         Raises:
             InvalidInputError: bad arguments (checked before any work).
             CancelledError: ``cancel`` was set; checked before every diffusion step.
         """
         n = self.validate(prompt, steps, guidance, num_levels, condition)
+        check_class_prior(class_prior)
         if not isinstance(scale, int) or not 1 <= scale <= MAX_SCALE:
             raise InvalidInputError(f"scale must be an integer in 1..{MAX_SCALE}, got {scale!r}")
         if condition is not None and scale != 1:
@@ -234,7 +241,8 @@ class XCubePipeline:
         gen = torch.Generator(device="cpu").manual_seed(int(seed))
         text = self.text_encoder.encode([prompt, ""])
         meta = {"prompt": prompt, "seed": int(seed), "model_id": self.model_id, "scale": scale}
-        settings = LevelSettings(steps, None if guidance is None else float(guidance), eta, scale, callback, cancel)
+        settings = LevelSettings(steps, None if guidance is None else float(guidance), eta, scale, callback, cancel,
+                                 class_prior)
         prev: Level | None = None
         for i in range(n):
             t0 = time.perf_counter()
@@ -254,11 +262,12 @@ class XCubePipeline:
 
     def _generate_level(self, i: int, prev: Level | None, text, gen: torch.Generator,
                         settings: "LevelSettings", shape: tuple[int, int, int] | None = None,
-                        known=None) -> Level:
+                        known=None, decode_mask: torch.Tensor | None = None) -> Level:
         """Denoise level ``i``'s latent (on ``prev``'s grid beyond level 0), decode and refine it.
 
         ``shape`` overrides the level's box (a tiling window); ``known`` (an
-        `xcube_core.inpaint.KnownLatent`) holds part of the latent to given values (RePaint).
+        `xcube_core.inpaint.KnownLatent`) holds part of the latent to given values (RePaint);
+        ``decode_mask`` (N_lat,) bool, beyond level 0, decodes only those latent voxels.
         """
         lv = self.levels[i]
         vcfg = lv.vae.config
@@ -278,7 +287,12 @@ class XCubePipeline:
                                     "try another seed or prompt")
         with self._autocast():
             x = self._denoise(i, lat_grid, text, gen, settings, cond_n, cond_s, known)
-            return self._decode(i, x, lat_grid, prev_grid, shape, cond_s)
+            if decode_mask is not None and i > 0:
+                keep = decode_mask.to(self.device)
+                lat_grid = prev_grid = lat_grid.pruned_grid(keep)
+                x, cond_s = x[keep], cond_s[keep]
+            prior = lv.class_prior if settings.class_prior is None else settings.class_prior
+            return self._decode(i, x, lat_grid, prev_grid, shape, cond_s, prior)
 
     def _denoise(self, i, lat_grid: GridBatch, text, gen, settings: "LevelSettings", cond_n, cond_s,
                  known=None) -> torch.Tensor:
@@ -316,7 +330,8 @@ class XCubePipeline:
                 settings.callback(i, k + 1, settings.steps)
         return x if known is None else known.finish(x)
 
-    def _decode(self, i, x, lat_grid: GridBatch, prev_grid: GridBatch | None, shape, cond_s=None) -> Level:
+    def _decode(self, i, x, lat_grid: GridBatch, prev_grid: GridBatch | None, shape, cond_s=None,
+                class_prior: float = 0.0) -> Level:
         """VAE decode within the device's memory budget, refinement, and nesting in the coarser level."""
         lv = self.levels[i]
         vcfg = lv.vae.config
@@ -324,7 +339,7 @@ class XCubePipeline:
         if self.max_voxel_fraction is not None:
             budget = budget.capped(int(shape[0] * shape[1] * shape[2] * self.max_voxel_fraction), "max_voxel_fraction")
         dec = lv.vae.decode(x / lv.latent_scale, lat_grid, max_voxels=budget.max_voxels, grid_shape=shape,
-                            parent_semantics=cond_s, class_prior=lv.class_prior,
+                            parent_semantics=cond_s, class_prior=class_prior,
                             keep_support=None if lv.keep_support else False)
         grid, normals, sem = dec.grid, dec.normals, dec.semantics
         metadata = {}
@@ -343,6 +358,9 @@ class XCubePipeline:
             inside = prev_grid.coords_in_grid(parents)
             grid, normals = grid.pruned_grid(inside), normals[inside]
             sem = None if sem is None else sem[inside]
+            if sem is not None and cond_s is not None and math.isinf(class_prior):  # keep: after refinement too
+                parent_class = cond_s[prev_grid.ijk_to_index(parents[inside]).long()]
+                sem = torch.where(parent_class >= 0, parent_class.to(sem.dtype), sem)
         return Level(index=i, ijk=grid.ijk.jdata.cpu(), voxel_size=float(vcfg.voxel_size),
                      origin=tuple(grid.origins[0].tolist()), normals=normals.float().cpu(),
                      semantics=None if sem is None else sem.cpu(), class_names=self.class_names,
@@ -352,6 +370,16 @@ class XCubePipeline:
         from xcube_core.precision import autocast_context
 
         return autocast_context(self.device, self.precision)
+
+
+def check_class_prior(class_prior) -> None:
+    """Raise InvalidInputError unless ``class_prior`` is None or a number of nats in [0, inf]."""
+    if class_prior is None:
+        return
+    if isinstance(class_prior, bool) or not isinstance(class_prior, (int, float)) or math.isnan(class_prior) \
+            or class_prior < 0:
+        raise InvalidInputError(f"class prior must be a number of nats >= 0 (inf keeps every parent's class), "
+                                f"got {class_prior!r}")
 
 
 def _twice(a: torch.Tensor | None) -> torch.Tensor | None:

@@ -44,7 +44,8 @@ class ScenePipeline:
         return torch.from_numpy(ijk.astype(np.int32))
 
     def generate(self, prompt, *, seed=0, steps=25, guidance=3.0, num_levels=None, condition=None,
-                 callback=None, cancel=None):
+                 callback=None, cancel=None, class_prior=None):
+        self.last_class_prior = class_prior
         from xcube_core.errors import CancelledError, InvalidInputError
         from xcube_core.level import Level
 

@@ -271,6 +271,14 @@ def test_refine_selection_sends_the_layout_mesh_and_the_server_voxelises_it(addo
                                 pipeline.class_names, ground=False)
     assert {tuple(v) for v in lib.ijk.tolist()} == shell
     assert pipeline.last_condition.voxel_size == pytest.approx(pipeline.voxel_sizes[0])
+    # "Keep Layout Classes" asks the server to keep the parts' classes (an infinite class prior)
+    assert pipeline.last_class_prior is None
+    settings.keep_layout_classes = True
+    assert bpy.ops.xcube.refine_selection() == {"FINISHED"}
+    assert addon.jobs.wait_for_jobs(30)
+    assert settings.status == "DONE", settings.message
+    assert pipeline.last_class_prior == float("inf")
+    settings.keep_layout_classes = False
 
 
 def test_refine_selection_outside_the_scene_box_explains(addon, settings):

@@ -80,6 +80,25 @@ def test_level_round_trip_through_file_and_bytes(level, tmp_path):
         assert back.metadata == level.metadata
 
 
+def test_a_level_written_in_parts_reads_back_as_the_whole(level, tmp_path):
+    """`write_level_parts`: parts split along X at a coordinate inside the writer's 8-voxel blocks (so
+    parts share blocks) give the file `write_level` gives for their union."""
+    from xcube_core.inpaint import select
+
+    x = level.ijk[:, 0]
+    cuts = [int(x.min()) - 1, int(x.min()) + 3, int(x.min()) + 13, int(x.max()) + 1]
+    parts = [select(level, (x > lo) & (x <= hi)) for lo, hi in zip(cuts[:-1], cuts[1:])]
+    assert sum(p.num_voxels for p in parts) == level.num_voxels and all(p.num_voxels for p in parts)
+    like = select(level, torch.zeros(level.num_voxels, dtype=torch.bool))
+    vdb.write_level_parts(iter(parts), like, tmp_path / "parts.vdb")
+    back = vdb.read_level(tmp_path / "parts.vdb")
+    want = sort_rows(level.ijk.numpy(), level.normals.numpy(), level.semantics.numpy())
+    got = sort_rows(back.ijk.numpy(), back.normals.numpy(), back.semantics.numpy())
+    for a, b in zip(got, want):
+        np.testing.assert_array_equal(a, b)
+    assert back.metadata == level.metadata
+
+
 def test_metadata_with_numpy_and_torch_values_round_trips_as_json():
     lvl = make_level(box_ijk((0, 0, 0), (2, 2, 2)))
     lvl.metadata = {"seed": np.int64(12), "guidance": torch.tensor(3.5), "steps": np.arange(3), "path": b"x"}

@@ -41,7 +41,8 @@ class FakePipeline:
         self.cancelled = threading.Event()
 
     def generate(self, prompt, *, seed=0, steps=25, guidance=3.0, num_levels=None, condition=None,
-                 callback=None, cancel=None):
+                 callback=None, cancel=None, class_prior=None):
+        self.last_class_prior = class_prior
         if not prompt or len(prompt) > 1000:
             raise InvalidInputError(f"prompt must have 1..1000 characters, got {len(prompt)}")
         if not 1 <= steps <= 1000:

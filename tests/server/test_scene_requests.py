@@ -103,3 +103,31 @@ def test_a_tiled_extent_streams_tiles_that_match_the_api(tiny, serve, connect):
     with pytest.raises(InvalidRequestError) as info:
         list(client.generate("a park", steps=2, extent_m=(0, 16)))
     assert info.value.field == "extent_m"
+
+
+def test_keeping_layout_classes_over_the_wire_matches_the_api(tiny, serve, connect):
+    """class_prior = inf keeps each given class at the finer level, the same over the wire as in the API;
+    unset leaves the model free to relabel (the tiny model does)."""
+    import math
+
+    client = connect(serve(tiny))
+    v, f, cls = _layout()
+    api = layout_from_triangles(v, f, cls, tiny.coarse_shape, tiny.voxel_sizes[0], tiny.class_names)
+    kept = list(tiny.generate("a block", steps=2, condition=api, class_prior=math.inf))[1]
+    free = list(tiny.generate("a block", steps=2, condition=api))[1]
+    wire = list(client.generate("a block", steps=2, outputs=("raw",), layout_mesh=LayoutMesh(v, f, cls),
+                                class_prior=math.inf))[1]
+    parent = dict(zip(map(tuple, api.ijk.tolist()), api.semantics.tolist()))
+
+    def agreement(ijk, sem):
+        given = [(p, int(s)) for p, s in ((tuple(c // 2 for c in v), s) for v, s in zip(ijk, sem))
+                 if parent.get(p, -1) >= 0]
+        return sum(parent[p] == s for p, s in given) / len(given)
+
+    assert agreement(kept.ijk.tolist(), kept.semantics.tolist()) == 1.0
+    assert agreement(free.ijk.tolist(), free.semantics.tolist()) < 1.0
+    ijk, sem = _raw(wire, "ijk", "<i4", 3), _raw(wire, "semantics", "<i4", 1)
+    assert dict(zip(map(tuple, ijk.tolist()), sem.tolist())) == dict(
+        zip(map(tuple, kept.ijk.tolist()), kept.semantics.tolist()))
+    with pytest.raises(ValueError, match="class_prior"):
+        list(client.generate("a block", steps=2, layout_mesh=LayoutMesh(v, f, cls), class_prior=-1.0))

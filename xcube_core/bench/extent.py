@@ -21,16 +21,28 @@ def add_arguments(parser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--steps", type=int, default=25, help="DDIM steps per level (default 25)")
     parser.add_argument("--levels", type=int, default=None, help="levels to make (default all)")
+    parser.add_argument("--overlap", type=float, default=None,
+                        help="level-0 overlap of neighbouring tiles in metres (default: generate_extent's)")
     parser.add_argument("--halo", type=int, default=None, help="finer-level halo in coarse voxels (default RF)")
+    parser.add_argument("--fine-tile", type=float, default=None, metavar="METRES",
+                        help="side of the boxes finer levels are made in (default: generate_extent's)")
     parser.add_argument("--resample", type=int, nargs="+", default=[1], help="RePaint rounds to compare")
     parser.add_argument("--baseline", action="store_true", help="also run tiles that ignore their neighbours")
     parser.add_argument("--band", type=int, default=1, help="half band width in coarse voxels (default 1)")
     parser.add_argument("--preview", default=None, help="write a PNG of the finest level here")
     parser.add_argument("--nna", type=int, default=0, metavar="N",
-                        help="also 1-NNA of (up to) N of the scene's tiles vs N single-tile generations")
+                        help="also 1-NNA of (up to) N native-size boxes cut from the scene vs N single-tile generations")
+    parser.add_argument("--nna-boxes", choices=("tiles", "grid"), default="tiles",
+                        help="with --nna: cut the scene's own level-0 tiles (their windows, which overlap their "
+                             "neighbours by the overlap), or a 64 m grid from the corner without overlap (boxes "
+                             "that straddle tiles) (default tiles)")
     parser.add_argument("--compare-scale", action="store_true",
                         help="with --nna: also make the scene in one piece with --scale and score its tiles "
                              "against the same single-tile generations (square extents of 2..8 boxes)")
+    parser.add_argument("--data-style", default=None, metavar="STYLE",
+                        help="also score a scene tiled from procedural data scenes of STYLE (or 'mixed'), each "
+                             "keeping its tile's share: what a model matching the data tile by tile scores at "
+                             "level 0 without conditioning (the seam score's reference)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
 
 
@@ -45,16 +57,18 @@ def _one(pipe, args, extent, resample, hold) -> dict:
     t0 = time.perf_counter()
     tiles = []
     for t in generate_extent(pipe, args.prompt, extent, seed=args.seed, steps=args.steps, num_levels=args.levels,
-                             halo=args.halo, resample=resample, hold=hold):
+                             overlap_m=args.overlap, halo=args.halo, fine_tile_m=args.fine_tile,
+                             resample=resample, hold=hold):
         tiles.append(t)
         print(f"  level {t.index} tile {t.metadata['tile_index'] + 1}/{t.metadata['num_tiles']}: "
               f"{t.num_voxels} voxels, {t.seconds:.1f} s, {time.perf_counter() - t0:.0f} s so far", flush=True)
     wall = time.perf_counter() - t0
     levels = merge_tiles(tiles)
-    cols, plan, borders, interiors = _plan_lines(pipe, extent)
+    cols, plan, _, _ = _plan_lines(pipe, extent, args.overlap)
     out = {"resample": resample, "hold": hold, "wall_seconds": round(wall, 1), "tiles": len(plan.tiles()),
            "levels": []}
-    for lv in levels:
+    for lv in levels:  # each level's seams lie where its own tiles meet (finer levels: the fine boxes)
+        _, _, borders, interiors = _plan_lines(pipe, extent, args.overlap, args.fine_tile if lv.index else False)
         s = seam_scores(lv, borders, interiors, cols, args.band) if borders else None
         out["levels"].append({"level": lv.index, "voxels": lv.num_voxels, "seconds": round(lv.seconds, 1),
                               "seam_ratio": None if s is None else {k: round(v, 3) for k, v in s["ratio"].items()}})
@@ -86,14 +100,18 @@ def per_tile_nna(pipe, args, scene_level, boxes, singles=None):
     return {"n": len(boxes), "level": scene_level.index, **{k: round(v, 4) for k, v in m.items()}}, singles
 
 
-def _plan_lines(pipe, extent):
-    """(columns, tile plan, border lines, interior lines) of the tiled plan of ``extent``."""
+def _plan_lines(pipe, extent, overlap_m=None, fine_tile_m=False):
+    """(columns, tile plan, border lines, interior lines) of the tiled plan of ``extent``: level 0's
+    tiles, or (``fine_tile_m`` not False) the boxes of the finer levels."""
     from xcube_core.eval.seams import tile_lines
-    from xcube_core.tiling import extent_columns, plan_tiles
+    from xcube_core.tiling import extent_columns, fine_columns, plan_tiles, tile_overlap
 
     cell = 2 ** pipe.levels[0].vae.config.num_down
     cols = extent_columns(extent, pipe.voxel_sizes[0], cell)
-    plan = plan_tiles(cols, pipe.coarse_shape, pipe.coarse_shape[0] // 4, cell)
+    if fine_tile_m is False:
+        plan = plan_tiles(cols, pipe.coarse_shape, tile_overlap(pipe, overlap_m), cell)
+    else:
+        plan = plan_tiles(cols, (fine_columns(pipe, fine_tile_m, cell),) * 2, 0, cell)
     return (cols, plan, *tile_lines(plan))
 
 
@@ -102,7 +120,7 @@ def _seams_on_plan_lines(pipe, args, level, extent) -> dict | None:
     in one piece this is the score of a scene without seams (the metric's own noise)."""
     from xcube_core.eval.seams import seam_scores
 
-    cols, _, borders, interiors = _plan_lines(pipe, extent)
+    cols, _, borders, interiors = _plan_lines(pipe, extent, args.overlap)
     if not borders:
         return None
     level = dataclasses.replace(level, metadata={**level.metadata, "extent_m": list(extent),
@@ -114,7 +132,6 @@ def scaled_scene(pipe, args, extent) -> tuple[dict, object, list]:
     """The same scene made in one piece with ``generate(scale=S)`` (a larger dense latent; the position
     features run beyond their trained range), and its native-size tiles on a grid, for comparison."""
     from xcube_core.errors import InvalidInputError
-    from xcube_core.inpaint import Box
 
     box_m = [n * pipe.voxel_sizes[0] for n in pipe.coarse_shape[:2]]
     scale = round(extent[0] / box_m[0])
@@ -124,9 +141,43 @@ def scaled_scene(pipe, args, extent) -> tuple[dict, object, list]:
     t0 = time.perf_counter()
     levels = list(pipe.generate(args.prompt, seed=args.seed, steps=args.steps, num_levels=args.levels, scale=scale))
     wall = time.perf_counter() - t0
+    return ({"scale": scale, "wall_seconds": round(wall, 1), "voxels": levels[-1].num_voxels}, levels[-1],
+            native_boxes(pipe, (scale * pipe.coarse_shape[0], scale * pipe.coarse_shape[1])))
+
+
+def data_tiled_seams(pipe, args, extent) -> dict:
+    """The level-0 seam score of a scene tiled from procedural data scenes (test-split seeds, one per
+    tile, the model's box and coarsest voxel), each keeping the share its tile owns."""
+    import torch
+
+    from xcube_core.data.procedural.scene import SceneConfig, generate_scene, split_seed
+    from xcube_core.eval.seams import seam_scores
+    from xcube_core.inpaint import concat, crop, select
+
+    style = None if args.data_style == "mixed" else args.data_style
+    cols, plan, borders, interiors = _plan_lines(pipe, extent, args.overlap)
+    v0, shape = pipe.voxel_sizes[0], pipe.coarse_shape
+    config = SceneConfig(extent=(shape[0] * v0, shape[1] * v0), height=shape[2] * v0, voxel_size=v0)
+    parts = []
+    for k, (a, b) in enumerate(plan.tiles()):
+        lv = generate_scene(split_seed("test", k), config, num_levels=1, style=style).levels[-1]
+        box = plan.box(a, b)
+        moved = select(lv, torch.ones(lv.num_voxels, dtype=torch.bool), (-box.x0, -box.y0, 0))
+        moved.ijk = moved.ijk.to(torch.int32)
+        parts.append(crop(moved, plan.owned(a, b), 1))
+    scene = concat(parts, parts[0])
+    scene.metadata = {"extent_m": [c * v0 for c in cols], "extent_columns": list(cols)}
+    s = seam_scores(scene, borders, interiors, cols, args.band)
+    return {"style": args.data_style, "tiles": len(parts), "seam_ratio": {k: round(v, 3) for k, v in s["ratio"].items()}}
+
+
+def native_boxes(pipe, cols):
+    """The scene's native-size boxes on a grid from its corner, without overlap (so that no two cut
+    tiles share voxels, which would make them each other's nearest neighbours in 1-NNA)."""
+    from xcube_core.inpaint import Box
+
     w, h = pipe.coarse_shape[:2]
-    boxes = [Box(i * w, j * h, (i + 1) * w, (j + 1) * h) for j in range(scale) for i in range(scale)]
-    return {"scale": scale, "wall_seconds": round(wall, 1), "voxels": levels[-1].num_voxels}, levels[-1], boxes
+    return [Box(i * w, j * h, (i + 1) * w, (j + 1) * h) for j in range(cols[1] // h) for i in range(cols[0] // w)]
 
 
 def run(args) -> int:
@@ -138,18 +189,28 @@ def run(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     extent = _extent(args.extent)
+    if args.data_style:  # before any work
+        from xcube_core.data.procedural.names import STYLES
+        from xcube_core.errors import InvalidInputError
+
+        if args.data_style != "mixed" and args.data_style not in STYLES:
+            raise InvalidInputError(f"--data-style must be 'mixed' or one of {', '.join(STYLES)}, "
+                                    f"got {args.data_style!r}")
     pipe = XCubePipeline.from_pretrained(args.model)
     results = [_one(pipe, args, extent, r, True) for r in args.resample]
     if args.baseline:
         results.append(_one(pipe, args, extent, 1, False))
     if args.nna:
         plan = results[0]["_plan"]
-        boxes = [plan.box(a, b) for a, b in plan.tiles()][: args.nna]
+        boxes = (native_boxes(pipe, plan.extent) if args.nna_boxes == "grid"
+                 else [plan.box(a, b) for a, b in plan.tiles()])[: args.nna]
         report_nna, singles = per_tile_nna(pipe, args, results[0]["_levels"][-1], boxes)
         if args.compare_scale:
             scaled, level, scale_boxes = scaled_scene(pipe, args, extent)
             scaled["per_tile_1nna"] = per_tile_nna(pipe, args, level, scale_boxes[: args.nna], singles)[0]
             scaled["seam_ratio_on_tile_lines"] = _seams_on_plan_lines(pipe, args, level, extent)
+    if args.data_style:
+        data_ref = data_tiled_seams(pipe, args, extent)
     if args.preview:
         from xcube_core.io.preview import save_preview
 
@@ -162,6 +223,8 @@ def run(args) -> int:
         report["per_tile_1nna"] = report_nna
         if args.compare_scale:
             report["scale"] = scaled
+    if args.data_style:
+        report["data_tiles"] = data_ref
     if args.json:
         print(json.dumps(report))
         return 0
@@ -173,6 +236,9 @@ def run(args) -> int:
             print(f"one piece with --scale {scaled['scale']} ({scaled['wall_seconds']} s): "
                   f"per-tile quality {scaled['per_tile_1nna']}; seam ratio on the tiles' border lines "
                   f"{scaled['seam_ratio_on_tile_lines']}")
+    if args.data_style:
+        print(f"data tiles ({data_ref['style']}, {data_ref['tiles']} procedural scenes, each keeping its tile's "
+              f"share, level 0): seam ratio {data_ref['seam_ratio']}")
     for r in results:
         name = f"resample {r['resample']}" if r["hold"] else "baseline (tiles ignore neighbours)"
         print(f"{name}: {r['tiles']} tiles, {r['wall_seconds']} s")

@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 import time
 
+from xcube_core.cli.generate import class_prior_arg
+
 
 def add_arguments(parser) -> None:
     parser.add_argument("mesh", help="layout mesh (.obj .ply .glb .gltf .stl .off)")
@@ -25,6 +27,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--class-map", nargs="*", default=[], metavar="NAME=CLASS",
                         help="extra part-name rules, e.g. Temple=building Floor=ground")
     parser.add_argument("--no-ground", action="store_true", help="do not add ground")
+    parser.add_argument("--class-prior", type=class_prior_arg, default=None, metavar="NATS|keep",
+                        help="nats favouring each voxel's parent class at finer levels, or 'keep' (default: the model's)")
     parser.add_argument("--threads", type=int, default=None)
 
 
@@ -64,7 +68,8 @@ def run(args) -> int:
     layout = layout_from_triangles(mesh.vertices, mesh.faces, mesh.face_class, pipe.coarse_shape,
                                    pipe.voxel_sizes[0], pipe.class_names, fit=args.fit, ground=not args.no_ground)
     vox_s = time.perf_counter() - t0
-    levels = list(pipe.generate(args.prompt, seed=args.seed, steps=args.steps, condition=layout))
+    levels = list(pipe.generate(args.prompt, seed=args.seed, steps=args.steps, condition=layout,
+                                class_prior=args.class_prior))
     factor = round(pipe.voxel_sizes[0] / pipe.voxel_sizes[-1])
     coverage, plausible, given = descendants_agreement(layout, levels[-1], factor)
     report = {"mesh": args.mesh, "faces": int(len(mesh.faces)), "parts": mesh.part_names[:8],
@@ -72,6 +77,8 @@ def run(args) -> int:
               if layout.semantics is not None else 0, "voxelise_seconds": round(vox_s, 2),
               "finest_voxels": levels[-1].num_voxels, "coverage": round(coverage, 4),
               "plausibility": round(plausible, 4), "children_with_given_class": given,
-              "generate_seconds": round(sum(lv.seconds for lv in levels), 1)}
+              "generate_seconds": round(sum(lv.seconds for lv in levels), 1),
+              "class_prior": "model default" if args.class_prior is None else
+              ("keep" if args.class_prior == float("inf") else args.class_prior)}
     print(json.dumps(report) if args.json else "\n".join(f"{k}: {v}" for k, v in report.items()))
     return 0

@@ -14,6 +14,8 @@ import json
 import pathlib
 import time
 
+from xcube_core.cli.generate import class_prior_arg
+
 
 def register(sub) -> None:
     p = sub.add_parser("edit", help="regenerate a box of a generated scene with a new prompt and/or seed",
@@ -29,6 +31,8 @@ def register(sub) -> None:
     p.add_argument("--resample", type=int, default=1, help="RePaint resampling rounds per step, 1..20 (default 1)")
     p.add_argument("--halo", type=int, default=None,
                    help="coarse voxels of context around the box at finer levels (default: U-Net receptive field)")
+    p.add_argument("--class-prior", type=class_prior_arg, default=None, metavar="NATS|keep",
+                   help="how strongly finer levels keep each voxel's parent class (default: the model's)")
     p.add_argument("--model", type=pathlib.Path, default=None, help="model folder (default: the shipped model)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     p.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto", help="default auto")
@@ -60,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     progress = StepProgress()
 
     edits = edit_region(pipe, levels, args.box, prompt, seed=seed, steps=args.steps, guidance=args.guidance,
-                        resample=args.resample, halo=args.halo, callback=progress)
+                        resample=args.resample, halo=args.halo, class_prior=args.class_prior, callback=progress)
     first = next(edits)  # validates everything before the output folder is made
     out.mkdir(parents=True, exist_ok=True)
     summary = {"scene": str(args.scene), "box_m": args.box, "prompt": prompt, "seed": seed, "levels": []}

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import pathlib
 import time
 
@@ -52,14 +53,34 @@ def register(sub) -> None:
     fit.add_argument("--metric", action="store_true",
                      help="keep the layout's metres; it must lie in the model's box (default)")
     p.add_argument("--no-ground", action="store_true", help="do not add ground under a layout that has none")
+    p.add_argument("--class-prior", type=class_prior_arg, default=None, metavar="NATS|keep",
+                   help="how strongly finer levels keep each voxel's parent class: nats >= 0 added to that class "
+                        "(default: the model's, 2 for the shipped model), or 'keep' to keep every class a layout "
+                        "gives (its part names are then authoritative: a 'building' part gets no 'roof')")
     p.add_argument("--extent", type=_extent, default=None, metavar="XxY",
                    help="scene size in metres, e.g. 512x256 (tiles of the model's native size; each side <= 4096)")
     p.add_argument("--overlap", type=float, default=None,
                    help="metres shared by neighbouring tiles with --extent (default a quarter tile)")
     p.add_argument("--halo", type=int, default=None,
                    help="coarse voxels of context around a tile at finer levels (default: the U-Net's receptive field)")
+    p.add_argument("--fine-tile", type=float, default=None, metavar="METRES",
+                   help="with --extent: side of the boxes finer levels are made in, each plus the halo (default "
+                        "256; larger boxes waste less time on halos and use more memory)")
     p.add_argument("--resample", type=int, default=1, help="RePaint resampling rounds per step, 1..20 (default 1)")
     p.set_defaults(func=run)
+
+
+def class_prior_arg(text: str) -> float:
+    """``--class-prior``: a number of nats >= 0, or 'keep' (infinite: the parent's class always wins)."""
+    if text.strip().lower() in ("keep", "inf"):
+        return math.inf
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of nats >= 0 or 'keep', got {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number of nats >= 0 or 'keep', got {text!r}")
+    return value
 
 
 def _extent(text: str) -> tuple[float, float]:
@@ -107,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     for level in pipe.generate(args.prompt, seed=args.seed, steps=args.steps, guidance=args.guidance,
                                num_levels=args.levels, condition=condition, callback=progress,
-                               scale=args.scale or (4 if args.size == "large" else 1)):
+                               scale=args.scale or (4 if args.size == "large" else 1), class_prior=args.class_prior):
         files = write_level_outputs(level, args.out, args.mesh_format, args.mesh_mode, not args.no_preview)
         info = {"level": level.index, "voxels": level.num_voxels, "voxel_size_m": level.voxel_size,
                 "steps": level.metadata.get("steps"), "guidance": level.metadata.get("guidance"),

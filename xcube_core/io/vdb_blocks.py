@@ -84,7 +84,8 @@ class BlockPartition:
     def num_blocks(self) -> int:
         return int(self.origins.shape[0])
 
-    def write(self, grid: Any, values: np.ndarray, background: Any, max_values: int = MAX_VALUES) -> None:
+    def write(self, grid: Any, values: np.ndarray, background: Any, max_values: int = MAX_VALUES,
+              written: set | None = None) -> None:
         """Set the voxels' values (and make them active) in an OpenVDB grid.
 
         A voxel whose value equals the grid's background stays inactive (that is how ``copyFromArray``
@@ -96,6 +97,9 @@ class BlockPartition:
                 (N, C), float32.
             background: the grid's background value (scalar or C-tuple).
             max_values: bound on the scalars held in one dense batch.
+            written: origins (tuples) of blocks already written to ``grid`` by other voxels (e.g. another
+                part of the level); those blocks are read back first, since writing a dense block
+                replaces all of it. The blocks written here are added.
         """
         values = np.ascontiguousarray(values, dtype=np.float32)
         tail = values.shape[1:]
@@ -107,10 +111,17 @@ class BlockPartition:
             sel = (self.slot >= b0) & (self.slot < b1) if per_batch < self.num_blocks else slice(None)
             dense = np.empty((b1 - b0, b, b, b) + tail, dtype=np.float32)
             dense[...] = background
+            origins = [tuple(o) for o in self.origins[b0:b1].tolist()]
+            if written is not None:
+                for j, origin in enumerate(origins):
+                    if origin in written:
+                        grid.copyToArray(dense[j], origin)
             loc = self.local[sel]
             dense[self.slot[sel] - b0, loc[:, 0], loc[:, 1], loc[:, 2]] = values[sel]
-            for j, origin in enumerate(self.origins[b0:b1].tolist()):
+            for j, origin in enumerate(origins):
                 grid.copyFromArray(dense[j], origin)
+            if written is not None:
+                written.update(origins)
 
 
 def active_bbox(grid: Any) -> tuple[np.ndarray, np.ndarray] | None:

@@ -157,7 +157,7 @@ class EditRegion(_message.Message):
     def __init__(self, levels: _Optional[_Iterable[_Union[SceneLevel, _Mapping]]] = ..., x0: _Optional[float] = ..., y0: _Optional[float] = ..., x1: _Optional[float] = ..., y1: _Optional[float] = ..., halo: _Optional[int] = ..., scene_extent_m: _Optional[_Iterable[float]] = ..., grow: _Optional[bool] = ...) -> None: ...
 
 class GenerateRequest(_message.Message):
-    __slots__ = ("prompt", "seed", "steps", "guidance", "num_levels", "outputs", "condition", "client_tag", "layout_mesh", "edit", "extent_m", "resample")
+    __slots__ = ("prompt", "seed", "steps", "guidance", "num_levels", "outputs", "condition", "client_tag", "layout_mesh", "edit", "extent_m", "resample", "class_prior")
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     STEPS_FIELD_NUMBER: _ClassVar[int]
@@ -170,6 +170,7 @@ class GenerateRequest(_message.Message):
     EDIT_FIELD_NUMBER: _ClassVar[int]
     EXTENT_M_FIELD_NUMBER: _ClassVar[int]
     RESAMPLE_FIELD_NUMBER: _ClassVar[int]
+    CLASS_PRIOR_FIELD_NUMBER: _ClassVar[int]
     prompt: str
     seed: int
     steps: int
@@ -182,7 +183,8 @@ class GenerateRequest(_message.Message):
     edit: EditRegion
     extent_m: _containers.RepeatedScalarFieldContainer[float]
     resample: int
-    def __init__(self, prompt: _Optional[str] = ..., seed: _Optional[int] = ..., steps: _Optional[int] = ..., guidance: _Optional[float] = ..., num_levels: _Optional[int] = ..., outputs: _Optional[_Iterable[_Union[OutputFormat, str]]] = ..., condition: _Optional[_Union[ConditionGrid, _Mapping]] = ..., client_tag: _Optional[str] = ..., layout_mesh: _Optional[_Union[LayoutMesh, _Mapping]] = ..., edit: _Optional[_Union[EditRegion, _Mapping]] = ..., extent_m: _Optional[_Iterable[float]] = ..., resample: _Optional[int] = ...) -> None: ...
+    class_prior: float
+    def __init__(self, prompt: _Optional[str] = ..., seed: _Optional[int] = ..., steps: _Optional[int] = ..., guidance: _Optional[float] = ..., num_levels: _Optional[int] = ..., outputs: _Optional[_Iterable[_Union[OutputFormat, str]]] = ..., condition: _Optional[_Union[ConditionGrid, _Mapping]] = ..., client_tag: _Optional[str] = ..., layout_mesh: _Optional[_Union[LayoutMesh, _Mapping]] = ..., edit: _Optional[_Union[EditRegion, _Mapping]] = ..., extent_m: _Optional[_Iterable[float]] = ..., resample: _Optional[int] = ..., class_prior: _Optional[float] = ...) -> None: ...
 
 class Queued(_message.Message):
     __slots__ = ("position", "queue_length")
