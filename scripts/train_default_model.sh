@@ -18,7 +18,7 @@ DATA="${DATA:-.cache/data/scenes}"
 RUNS="${RUNS:-.cache/runs}"
 SCALE="${STEPS_SCALE:-1}"
 INIT_FROM="${INIT_FROM:-xcube_core/assets/default_model}"   # the last shipped model
-MODEL_ID="${MODEL_ID:-xcube-procedural-v2}"
+MODEL_ID="${MODEL_ID:-xcube-procedural-v3}"
 RECORD="${RECORD:-docs/default-model-record}"
 ASSEMBLE_OUT="${ASSEMBLE_OUT:-xcube_core/assets/default_model}"
 RECIPE_ARGS=(); [[ -n "${RECIPE:-}" ]] && RECIPE_ARGS=(--recipe "$RECIPE")
@@ -78,9 +78,10 @@ train() {  # kind level steps batch lr [task options...]
   touch "$out/.done"
 }
 
-# 2. VAEs (level 0: whole scenes at 1 m; level 1: 32 m crops at 0.25 m)
+# 2. VAEs (level 0: whole scenes at 1 m; level 1: 16 m crops at 0.25 m). Level 1's decoder alone
+# (round 4: its encoder, hence the latents diffusion1 learned, stay as shipped)
 train vae 0 7000 2 5e-4 --warmup-steps 50 --lr-schedule cosine
-train vae 1 3000 4 5e-4 -o crop=64 --warmup-steps 50
+train vae 1 8000 4 3e-4 -o crop=64 -o freeze_encoder=true --warmup-steps 50 --lr-schedule cosine
 # 3. diffusion on the frozen VAEs' latents, and refinement on noised-posterior decodings
 train diffusion 0 8000 8 3e-4 -o vae_path="$RUNS/vae0/model" -o recaption=1.0 --warmup-steps 50 --lr-schedule cosine
 train diffusion 1 3200 4 3e-4 -o vae_path="$RUNS/vae1/model" -o crop=128 -o recaption=1.0 --warmup-steps 50
