@@ -132,7 +132,7 @@ def test_receptive_radius_and_halo(pipe):
     (dict(extent_m=(0, 10)), "each side"), (dict(extent_m=(-5, 10)), "each side"),
     (dict(extent_m=(5000, 10)), "4096"), (dict(extent_m=(float("nan"), 10)), "finite"),
     (dict(extent_m=(10,)), "two finite"), (dict(overlap_m=100.0), "overlap"),
-    (dict(halo=-1), "halo"), (dict(fine_tile_m=-16.0), "fine tile"), (dict(fine_tile_m=float("inf")), "fine tile"), (dict(resample=0), "resample"), (dict(steps=0), "steps"),
+    (dict(halo=-1), "halo"), (dict(fine_tile_m=-16.0), "fine tile"), (dict(class_prior=-1.0), "class prior"), (dict(fine_tile_m=float("inf")), "fine tile"), (dict(resample=0), "resample"), (dict(steps=0), "steps"),
 ])
 def test_bad_input_is_refused_before_any_work(pipe, kwargs, match):
     args = dict(extent_m=(32, 32))

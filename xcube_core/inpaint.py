@@ -279,7 +279,7 @@ def sample_window(pipe, i: int, window: Box, region: Box, known_cols: torch.Tens
         if not bool(decode.any()):
             return empty_level(i, sizes[i], pipe.class_names)
     out = pipe._generate_level(i, prev_local, text, gen, settings, shape=shape, known=known, decode_mask=decode)
-    moved = select(out, torch.ones(out.num_voxels, dtype=torch.bool), (-window.x0 * f, -window.y0 * f, 0))
+    moved = translated(out, (window.x0, window.y0), f)
     moved.ijk = moved.ijk.to(torch.int32)
     return crop(moved, region, f)
 
@@ -372,7 +372,7 @@ def check_scene(pipe, levels: Sequence[Level]) -> None:
             raise InvalidInputError(f"scene level {i} has no normals; load it from a generated scene folder")
 
 
-def _moved(level: Level, cols: tuple[int, int], f: int) -> Level:
+def translated(level: Level, cols: tuple[int, int], f: int) -> Level:
     """A level moved by ``+cols`` level-0 columns along X and Y (``f`` voxels per column)."""
     return select(level, torch.ones(level.num_voxels, dtype=torch.bool), (-cols[0] * f, -cols[1] * f, 0))
 
@@ -399,10 +399,7 @@ def edit_region(pipe, levels: Sequence[Level], box_m: Sequence[float], prompt: s
         `Level` i (the whole scene level: old voxels outside the box, new inside), coarse to fine.
     """
     check_scene(pipe, levels)
-    pipe.validate(prompt, steps, guidance, len(levels), None)
-    from xcube_core.pipeline import check_class_prior
-
-    check_class_prior(class_prior)
+    pipe.validate(prompt, steps, guidance, len(levels), None, class_prior)
     check_resample(resample)
     v0 = pipe.voxel_sizes[0]
     old = scene_columns(levels, pipe.coarse_shape)
@@ -411,7 +408,7 @@ def edit_region(pipe, levels: Sequence[Level], box_m: Sequence[float], prompt: s
     shift = (min(0, region.x0, old.x0) // cell * cell, min(0, region.y0, old.y0) // cell * cell)  # columns >= 0
     sizes = pipe.voxel_sizes
     if shift != (0, 0):
-        levels = [_moved(lv, (-shift[0], -shift[1]), level_factor(sizes, i)) for i, lv in enumerate(levels)]
+        levels = [translated(lv, (-shift[0], -shift[1]), level_factor(sizes, i)) for i, lv in enumerate(levels)]
         old = Box(old.x0 - shift[0], old.y0 - shift[1], old.x1 - shift[0], old.y1 - shift[1])
         region = Box(region.x0 - shift[0], region.y0 - shift[1], region.x1 - shift[0], region.y1 - shift[1])
     scene = Box(0, 0, max(old.x1, region.x1), max(old.y1, region.y1))  # grown (when ``grow``)
@@ -428,7 +425,7 @@ def edit_region(pipe, levels: Sequence[Level], box_m: Sequence[float], prompt: s
                           "extent_m": [extent[0] * v0, extent[1] * v0],
                           "edit": {"prompt": prompt, "seed": int(seed), "box_m": list(box_m)}}
         prev = level
-        yield level if shift == (0, 0) else _moved(level, shift, level_factor(sizes, i))
+        yield level if shift == (0, 0) else translated(level, shift, level_factor(sizes, i))
 
 
 def _edit_level(pipe, i, before, prev, tiles, region, old, scene, halo, text, gen, opts) -> Level:

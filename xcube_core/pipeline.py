@@ -190,7 +190,7 @@ class XCubePipeline:
 
     # --- generation ---------------------------------------------------------------------------
     def validate(self, prompt: str, steps: int, guidance: float, num_levels: int | None,
-                 condition: Level | None) -> int:
+                 condition: Level | None, class_prior: float | None = None) -> int:
         if not isinstance(prompt, str):
             raise InvalidInputError(f"prompt must be a string, got {type(prompt).__name__}")
         if not prompt.strip():
@@ -201,6 +201,10 @@ class XCubePipeline:
             raise InvalidInputError(f"steps must be an integer in 1..{MAX_STEPS}, got {steps!r}")
         if guidance is not None and not (isinstance(guidance, (int, float)) and 0.0 <= float(guidance) <= 30.0):
             raise InvalidInputError(f"guidance must be a number in 0..30, got {guidance!r}")
+        if class_prior is not None and (isinstance(class_prior, bool) or not isinstance(class_prior, (int, float))
+                                        or math.isnan(class_prior) or class_prior < 0):
+            raise InvalidInputError(f"class prior must be a number of nats >= 0 (inf keeps every parent's class), "
+                                    f"got {class_prior!r}")
         n = self.num_levels if num_levels is None else num_levels
         if not isinstance(n, int) or not 1 <= n <= self.num_levels:
             raise InvalidInputError(f"num_levels must be in 1..{self.num_levels} for this model, got {num_levels!r}")
@@ -232,8 +236,7 @@ class XCubePipeline:
             InvalidInputError: bad arguments (checked before any work).
             CancelledError: ``cancel`` was set; checked before every diffusion step.
         """
-        n = self.validate(prompt, steps, guidance, num_levels, condition)
-        check_class_prior(class_prior)
+        n = self.validate(prompt, steps, guidance, num_levels, condition, class_prior)
         if not isinstance(scale, int) or not 1 <= scale <= MAX_SCALE:
             raise InvalidInputError(f"scale must be an integer in 1..{MAX_SCALE}, got {scale!r}")
         if condition is not None and scale != 1:
@@ -370,16 +373,6 @@ class XCubePipeline:
         from xcube_core.precision import autocast_context
 
         return autocast_context(self.device, self.precision)
-
-
-def check_class_prior(class_prior) -> None:
-    """Raise InvalidInputError unless ``class_prior`` is None or a number of nats in [0, inf]."""
-    if class_prior is None:
-        return
-    if isinstance(class_prior, bool) or not isinstance(class_prior, (int, float)) or math.isnan(class_prior) \
-            or class_prior < 0:
-        raise InvalidInputError(f"class prior must be a number of nats >= 0 (inf keeps every parent's class), "
-                                f"got {class_prior!r}")
 
 
 def _twice(a: torch.Tensor | None) -> torch.Tensor | None:

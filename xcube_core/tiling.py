@@ -38,6 +38,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_OVERLAP = 0.25     # of a tile: the band neighbouring level-0 tiles share
 FINE_TILE_M = 256.0        # side of the boxes finer levels are made in (plus a halo each side)
+TILE_KEYS = ("tile", "tile_index", "region_m")  # metadata of one tile-level, not of the scene
 MAX_EXTENT_M = 4096.0      # per axis; a 4 km x 4 km scene at 0.25 m is ~16k x 16k finest columns
 
 
@@ -189,11 +190,8 @@ def generate_extent(pipe, prompt: str, extent_m: Sequence[float], *, seed: int =
         ``tile`` [a, b], ``tile_index``, ``num_tiles``, ``region_m`` and ``extent_m``. All tiles of level
         0 come first, then all of level 1, ...
     """
-    n = pipe.validate(prompt, steps, guidance, num_levels, None)
+    n = pipe.validate(prompt, steps, guidance, num_levels, None, class_prior)
     check_resample(resample)
-    from xcube_core.pipeline import check_class_prior
-
-    check_class_prior(class_prior)
     if halo is not None and (not isinstance(halo, int) or halo < 0):
         raise InvalidInputError(f"halo must be a non-negative integer (coarse voxels), got {halo!r}")
     v0 = pipe.voxel_sizes[0]
@@ -248,8 +246,7 @@ def merge_tiles(tiles: Sequence[Level]) -> list[Level]:
     for i in sorted(by_level):
         parts = by_level[i]
         lv = concat(parts, parts[0])
-        lv.metadata = {k: v for k, v in parts[0].metadata.items()
-                       if k not in ("tile", "tile_index", "region_m")}
+        lv.metadata = {k: v for k, v in parts[0].metadata.items() if k not in TILE_KEYS}
         lv.seconds = sum(p.seconds for p in parts)
         out.append(lv)
     return out

@@ -148,11 +148,9 @@ def scaled_scene(pipe, args, extent) -> tuple[dict, object, list]:
 def data_tiled_seams(pipe, args, extent) -> dict:
     """The level-0 seam score of a scene tiled from procedural data scenes (test-split seeds, one per
     tile, the model's box and coarsest voxel), each keeping the share its tile owns."""
-    import torch
-
     from xcube_core.data.procedural.scene import SceneConfig, generate_scene, split_seed
     from xcube_core.eval.seams import seam_scores
-    from xcube_core.inpaint import concat, crop, select
+    from xcube_core.inpaint import concat, crop, translated
 
     style = None if args.data_style == "mixed" else args.data_style
     cols, plan, borders, interiors = _plan_lines(pipe, extent, args.overlap)
@@ -162,9 +160,7 @@ def data_tiled_seams(pipe, args, extent) -> dict:
     for k, (a, b) in enumerate(plan.tiles()):
         lv = generate_scene(split_seed("test", k), config, num_levels=1, style=style).levels[-1]
         box = plan.box(a, b)
-        moved = select(lv, torch.ones(lv.num_voxels, dtype=torch.bool), (-box.x0, -box.y0, 0))
-        moved.ijk = moved.ijk.to(torch.int32)
-        parts.append(crop(moved, plan.owned(a, b), 1))
+        parts.append(crop(translated(lv, (box.x0, box.y0), 1), plan.owned(a, b), 1))
     scene = concat(parts, parts[0])
     scene.metadata = {"extent_m": [c * v0 for c in cols], "extent_columns": list(cols)}
     s = seam_scores(scene, borders, interiors, cols, args.band)

@@ -35,9 +35,10 @@ class _LevelTiles:
         self.seconds += tile.seconds
         if self.like is None:  # an empty copy: the file's voxel size, attributes and metadata
             from xcube_core.inpaint import select
+            from xcube_core.tiling import TILE_KEYS
 
             self.like = select(tile, torch.zeros(tile.num_voxels, dtype=torch.bool))
-            self.like.metadata = {k: v for k, v in tile.metadata.items() if k not in ("tile", "tile_index", "region_m")}
+            self.like.metadata = {k: v for k, v in tile.metadata.items() if k not in TILE_KEYS}
         if tile.semantics is not None:
             counts = torch.bincount(tile.semantics.clamp(min=0).long(), minlength=len(tile.class_names))
             self.classes = counts if self.classes is None else self.classes + counts
@@ -46,11 +47,17 @@ class _LevelTiles:
             if self.voxels > self.limit:  # from now on the tile files are the level
                 self.tiles = None
 
+    def class_voxels(self) -> dict[str, int]:
+        """Voxels per class over the level's tiles (as `class_histogram` of the merged level)."""
+        if self.classes is None:
+            return {}
+        return {n: int(c) for n, c in zip(self.like.class_names, self.classes.tolist()) if c}
+
 
 def run_extent(pipe, args, load_s: float) -> int:
     from tqdm import tqdm
 
-    from xcube_core.cli.generate import StepProgress, class_histogram, write_level_outputs
+    from xcube_core.cli.generate import StepProgress, write_level_outputs
     from xcube_core.inpaint import check_resample
     from xcube_core.io.vdb import write_level
     from xcube_core.tiling import extent_columns, fine_columns, generate_extent
@@ -70,18 +77,14 @@ def run_extent(pipe, args, load_s: float) -> int:
 
     def finish_level(done: _LevelTiles) -> None:
         info = {"level": done.index, "voxels": done.voxels, "voxel_size_m": done.like.voxel_size,
-                "tiles": len(done.files), "seconds": round(done.seconds, 3)}
+                "tiles": len(done.files), "seconds": round(done.seconds, 3), "class_voxels": done.class_voxels()}
         if done.tiles is not None:
             from xcube_core.tiling import merge_tiles
 
             level = merge_tiles(done.tiles)[0]
             files = write_level_outputs(level, out, args.mesh_format, args.mesh_mode, not args.no_preview)
-            info["class_voxels"] = class_histogram(level)
         else:
             files = [_merge_from_files(done, out).name]
-            names = done.like.class_names
-            info["class_voxels"] = {} if done.classes is None else \
-                {n: int(c) for n, c in zip(names, done.classes.tolist()) if c}
             info["note"] = (f"{done.voxels} voxels (over {MERGE_IN_MEMORY_VOXELS}): merged from the tile files; "
                             "no mesh or preview of the whole level (export a part with `xcube export`)")
         info.update(since_start_seconds=round(time.perf_counter() - start, 3), files=files)

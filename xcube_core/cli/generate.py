@@ -115,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
                                 fit=args.fit, ground=not args.no_ground)
         if args.extent is not None:
             raise InvalidInputError("--layout fixes the scene to the model's box; drop --extent")
-    pipe.validate(args.prompt, args.steps, args.guidance, args.levels, condition)  # before any output
+    pipe.validate(args.prompt, args.steps, args.guidance, args.levels, condition, args.class_prior)  # before output
     if args.extent is not None:
         from xcube_core.cli.extent import run_extent
 
