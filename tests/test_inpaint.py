@@ -173,3 +173,26 @@ def test_cli_extent_merges_a_large_level_from_its_tile_files(model_dir, tmp_path
     summary = json.loads((tmp_path / "files" / "summary.json").read_text())
     assert all("merged from the tile files" in lv["note"] for lv in summary["levels"])
     assert not list((tmp_path / "files").glob("level*.ply")) and list((tmp_path / "memory").glob("level*.ply"))
+
+
+def test_bench_edit_scores_the_box_edges_of_each_edit(pipe, model_dir, capsys):
+    """`xcube bench edit`: the seam score of the regenerated box pooled over scenes, next to the same
+    lines of the unedited scenes; a box outside the tile is refused."""
+    from xcube_core.eval.seams import box_seam_scores
+    from xcube_core.inpaint import Box
+
+    assert main(["bench", "edit", "--model", str(model_dir), "--box", "4", "4", "12", "12", "--scenes", "2",
+                 "--levels", "2", "--steps", "2", "--band", "1", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert [row["level"] for row in report["levels"]] == [0, 1] and report["scenes"] == 2
+    # reference: scene 0 alone, scored directly, is one of the two scenes pooled (same order of magnitude)
+    assert main(["bench", "edit", "--model", str(model_dir), "--box", "4", "4", "12", "12", "--scenes", "1",
+                 "--steps", "2", "--band", "1", "--json"]) == 0
+    one = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["levels"][0]["unedited"]
+    scene = list(pipe.generate("a quiet suburban street lined with houses and oak trees", seed=0, steps=2,
+                               num_levels=1))[0]
+    scene.metadata.update(extent_m=[16.0, 16.0], extent_columns=[8, 8])
+    direct = box_seam_scores(scene, Box(2, 2, 6, 6), (8, 8), half=1)["ratio"]
+    assert one == pytest.approx({k: round(v, 3) for k, v in direct.items()})
+    assert main(["bench", "edit", "--model", str(model_dir), "--box", "4", "4", "40", "12"]) == 2
+    assert "is not inside" in capsys.readouterr().err

@@ -199,3 +199,52 @@ def test_decoding_part_of_a_window_keeps_the_latents_order(pipe, tiles):
     part = level1(left)
     assert 0 < part.num_voxels < whole.num_voxels
     assert int(torch.div(part.ijk[:, 0], 2, rounding_mode="floor").max()) < 6
+
+
+def test_latent_canvas_stores_looks_up_and_forgets_rows():
+    from xcube_core.inpaint import LatentCanvas
+
+    canvas = LatentCanvas()
+    cells = torch.tensor([[0, 0, 0], [1, 0, 0], [0, 5, 1], [7, 9, 2]])
+    x = torch.arange(8.0).view(4, 2)
+    canvas.add(cells[:2], x[:2])
+    canvas.add(cells[2:], x[2:])
+    got, found = canvas.lookup(torch.tensor([[7, 9, 2], [3, 3, 3], [0, 0, 0]]))
+    assert found.tolist() == [True, False, True]
+    assert torch.equal(got[0], x[3]) and torch.equal(got[2], x[0]) and torch.equal(got[1], torch.zeros(2))
+    canvas.forget_below(5)
+    assert canvas.lookup(cells)[1].tolist() == [False, False, True, True]
+
+
+def test_later_tiles_hold_the_latent_earlier_tiles_made_not_a_re_encoding(pipe, monkeypatch):
+    """A tile holds, over the columns earlier tiles own, exactly the latent those tiles denoised (in
+    scene cells); the VAE's re-encoding of the decoded strip, which sees an edge beside it, is not used
+    where that latent exists."""
+    made, held = {}, []
+    original_generate = XCubePipeline._generate_level
+    original_finish = KnownLatent.finish
+
+    def record(self, i, prev, text, gen, settings, shape=None, known=None, decode_mask=None, latent_sink=None):
+        def sink(grid, x):
+            for c, v in zip(grid.ijk.jdata.tolist(), x):
+                made.setdefault(len(held), {})[tuple(c)] = v.clone()
+            latent_sink(grid, x)
+        return original_generate(self, i, prev, text, gen, settings, shape, known, decode_mask, sink)
+
+    def spy(self, x):
+        held.append((self.mask.clone(), self.x0.clone()))
+        return original_finish(self, x)
+
+    monkeypatch.setattr(XCubePipeline, "_generate_level", record)
+    monkeypatch.setattr(KnownLatent, "finish", spy)
+    list(generate_extent(pipe, "a park", (32, 16), seed=1, steps=2, num_levels=1))
+    # tiles of 8 columns at stride 4 (2x2x1 dense latent cells of 4 columns): tile 1 holds its first
+    # cell column, which tile 0 made as its second; tile 2 likewise from tile 1
+    assert len(held) == 2
+    for k, (mask, x0) in enumerate(held):
+        prev, cells = made[k], list(made[k + 1])  # window-local cells; tile k+1 starts one cell further
+        rows = torch.nonzero(mask).flatten().tolist()
+        assert sorted(cells[r] for r in rows) == [(0, 0, 0), (0, 1, 0)]
+        for r in rows:
+            cx, cy, cz = cells[r]
+            assert torch.equal(x0[r], prev[(cx + 1, cy, cz)].to(x0))

@@ -265,12 +265,13 @@ class XCubePipeline:
 
     def _generate_level(self, i: int, prev: Level | None, text, gen: torch.Generator,
                         settings: "LevelSettings", shape: tuple[int, int, int] | None = None,
-                        known=None, decode_mask: torch.Tensor | None = None) -> Level:
+                        known=None, decode_mask: torch.Tensor | None = None, latent_sink=None) -> Level:
         """Denoise level ``i``'s latent (on ``prev``'s grid beyond level 0), decode and refine it.
 
         ``shape`` overrides the level's box (a tiling window); ``known`` (an
         `xcube_core.inpaint.KnownLatent`) holds part of the latent to given values (RePaint);
-        ``decode_mask`` (N_lat,) bool, beyond level 0, decodes only those latent voxels.
+        ``decode_mask`` (N_lat,) bool, beyond level 0, decodes only those latent voxels;
+        ``latent_sink(lat_grid, x)`` receives the denoised latent before decoding (tiling keeps it).
         """
         lv = self.levels[i]
         vcfg = lv.vae.config
@@ -290,6 +291,8 @@ class XCubePipeline:
                                     "try another seed or prompt")
         with self._autocast():
             x = self._denoise(i, lat_grid, text, gen, settings, cond_n, cond_s, known)
+            if latent_sink is not None:
+                latent_sink(lat_grid, x)
             if decode_mask is not None and i > 0:
                 keep = decode_mask.to(self.device)
                 lat_grid = prev_grid = lat_grid.pruned_grid(keep)
@@ -312,17 +315,19 @@ class XCubePipeline:
         x = torch.randn(lat_grid.total_voxels, lv.unet.config.latent_channels, generator=gen).to(self.device)
         grid2 = GridBatch.cat([lat_grid, lat_grid])
         plans = PlanCache()  # same grid at every step: kernel maps are built once per level
+        # a U-Net trained with known inputs sees the held latent too (None: nothing held)
+        held = known.inputs().to(self.device) if known is not None and lv.unet.config.known_inputs else None
 
         def denoise(x, t):
             w = lv.scheduler.guidance_at(int(t), settings.guidance)
             if w == 1.0:  # no guidance at this step: the conditional half alone (text row 0)
                 tt = torch.full((1,), int(t), dtype=torch.long, device=self.device)
                 out = lv.unet(x, lat_grid, tt, text.tokens[:1], text.mask[:1], text.pooled[:1], cond_n, cond_s,
-                              plans=plans)
+                              plans=plans, known=held)
                 return sched.step(out.float(), t, x, eta=settings.eta, generator=gen)
             tt = torch.full((2,), int(t), dtype=torch.long, device=self.device)
             out = lv.unet(torch.cat([x, x]), grid2, tt, text.tokens, text.mask, text.pooled, _twice(cond_n),
-                          _twice(cond_s), plans=plans)
+                          _twice(cond_s), plans=plans, known=_twice(held))
             return sched.step(guide_doubled(out.float(), w), t, x, eta=settings.eta, generator=gen)
 
         for k, t in enumerate(sched.timesteps):

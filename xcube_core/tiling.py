@@ -2,8 +2,8 @@
 
 Level 0 is made tile by tile in raster order (rows of +X, rows stacked along +Y). Each tile is a
 window of the model's native size, so its position features stay in their trained range; the columns
-that earlier tiles already made are *known* and held by `xcube_core.inpaint` (RePaint replacement of
-their encoded latent), so the tile continues what its neighbours hold. A tile keeps the columns it
+that earlier tiles already made are *known* and held by `xcube_core.inpaint` (RePaint replacement,
+at the latent those tiles made there: `LatentCanvas`), so the tile continues what its neighbours hold. A tile keeps the columns it
 *owns*: the part of its box between the middles of its overlaps with its neighbours (so no tile keeps
 the columns at the edge of its own box, where a model trained on single tiles thins out); the columns
 it holds are those the tiles before it own.
@@ -30,8 +30,8 @@ from typing import Iterator, Sequence
 import torch
 
 from xcube_core.errors import InvalidInputError
-from xcube_core.inpaint import (Box, SampleOptions, check_resample, concat, crop, empty_level, level_factor,
-                               sample_window)
+from xcube_core.inpaint import (Box, LatentCanvas, SampleOptions, check_resample, concat, crop, empty_level,
+                               latent_cells_per_column, level_factor, sample_window)
 from xcube_core.level import Level
 
 logger = logging.getLogger(__name__)
@@ -212,6 +212,7 @@ def generate_extent(pipe, prompt: str, extent_m: Sequence[float], *, seed: int =
         p = plan if i == 0 else fine  # level 0 in native windows; finer levels in large boxes + halo
         tiles = p.tiles()
         canvas: dict = {}
+        latents = LatentCanvas() if hold else None  # what later windows hold, as this level's windows made it
         for k, (a, b) in enumerate(tiles):
             t0 = time.perf_counter()
             own = p.owned(a, b)
@@ -222,7 +223,9 @@ def generate_extent(pipe, prompt: str, extent_m: Sequence[float], *, seed: int =
             opts = SampleOptions(steps, guidance, eta, resample, callback, cancel, class_prior)
             known = p.known(a, b, window) if hold else torch.zeros(window.width, window.height, dtype=torch.bool)
             level = sample_window(pipe, i, window, own, known, prev,
-                                  _nearby(p, canvas, window, f), text, gen, opts)
+                                  _nearby(p, canvas, window, f), text, gen, opts, latents)
+            if latents is not None:  # windows come in raster order: none reaches below this one again
+                latents.forget_below(math.floor(window.y0 * latent_cells_per_column(pipe, i)))
             level.seconds = time.perf_counter() - t0
             level.metadata = {**meta, "level": i, "tile": [a, b], "tile_index": k, "num_tiles": len(tiles),
                               "region_m": [own.x0 * v0, own.y0 * v0, own.x1 * v0, own.y1 * v0]}

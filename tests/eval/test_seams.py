@@ -38,3 +38,39 @@ def test_tile_lines_are_the_ownership_borders_and_inner_quarters():
     borders, interiors = tile_lines(plan)
     assert borders == [(0, 56)]
     assert interiors == [(0, 14), (0, 28), (0, 42), (0, 70), (0, 84), (0, 98), (1, 16), (1, 32), (1, 48)]
+
+
+def _ground(extent=(32, 32), copies=1, lift=None):
+    """A one-voxel ground plane over ``copies`` scenes stacked along Y; ``lift(x, y)`` (scene-local
+    columns) raises columns by 3 voxels (a terrace edge where it changes)."""
+    rows = []
+    for k in range(copies):
+        for x in range(extent[0]):
+            for y in range(extent[1]):
+                rows.append([x, y + k * extent[1], 3 if lift is not None and lift(x, y) else 0])
+    ijk = torch.tensor(rows, dtype=torch.int32)
+    return Level(index=0, ijk=ijk, voxel_size=1.0, normals=torch.zeros(len(ijk), 3),
+                 semantics=(ijk[:, 2] > 0).long(),
+                 metadata={"extent_m": [float(extent[0]), float(extent[1])], "extent_columns": list(extent)})
+
+
+def test_box_seams_see_only_the_edges_of_the_edited_box():
+    from xcube_core.eval.seams import box_seam_scores
+    from xcube_core.inpaint import Box
+
+    box = Box(8, 8, 24, 24)
+    flat = box_seam_scores(_ground(), box, (32, 32), half=1)
+    assert flat["ratio"] == pytest.approx({"occupancy": 1.0, "classes": 1.0, "continuity": 1.0})
+    # the box raised as a whole: its four edges break continuity and change class; nothing else does
+    inside = lambda x, y: 8 <= x < 24 and 8 <= y < 24  # noqa: E731
+    raised = box_seam_scores(_ground(lift=inside), box, (32, 32), half=1)
+    assert raised["x"]["continuity"] == pytest.approx(0.0) and raised["y"]["continuity"] == pytest.approx(0.0)
+    assert raised["ratio"]["classes"] < 0.9
+    # a terrace outside the box's rows (y >= 28) is not on the box's edges: no seam is seen
+    beside = box_seam_scores(_ground(lift=lambda x, y: y >= 28 and x >= 16), box, (32, 32), half=1)
+    assert beside["x"] == pytest.approx({"occupancy": 1.0, "classes": 1.0, "continuity": 1.0})
+    # pooled over copies stacked along Y: the same answer as one scene when all copies agree
+    pooled = box_seam_scores(_ground(copies=3, lift=inside), box, (32, 32), half=1, copies=3)
+    assert pooled["ratio"] == pytest.approx(raised["ratio"])
+    with pytest.raises(ValueError, match="no edge inside"):
+        box_seam_scores(_ground(), Box(0, 0, 32, 32), (32, 32), half=1)

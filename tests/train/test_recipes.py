@@ -18,7 +18,7 @@ from xcube_core.diffusion.scheduler_config import SCHEDULER_FILE, load_scheduler
 from xcube_core.errors import InvalidInputError
 from xcube_core.models.vae import SparseStructureVAE
 from xcube_core.pipeline import DEFAULT_MODEL_DIR, XCubePipeline
-from xcube_core.train.assemble import assemble
+from xcube_core.train.assemble import assemble, replace_parts
 from xcube_core.train.recipes import (
     DEFAULT_RECIPE,
     DEFAULT_RECIPE_DATA,
@@ -172,3 +172,46 @@ def test_schedule_options_are_typed_and_reach_the_exported_model(data4, recipe_f
     # a level whose recipe keeps the default schedule (level 1) records none: its old checkpoints resume
     assert "scheduler" not in VAETask(1, data4, {}).config()["recipe"]
     assert VAETask(0, data4, {}).config()["recipe"]["scheduler"]["guidance_interval"] == [0.0, 0.7]
+
+
+def test_replacing_one_network_keeps_the_rest_and_the_sampler_defaults(data4, recipe_file, tmp_path):
+    """`assemble --base PIPE --replace level0/unet=DIR`: a fine-tuned network swapped into a copy of a
+    pipeline; every other file stays byte-identical, the U-Net keeps the base's sampler defaults and
+    the recipe records the new architecture."""
+    from xcube_core.errors import ModelLoadError
+    from xcube_core.train.assemble import main as assemble_main
+
+    runs = tmp_path / "runs"
+    for level in (0, 1):
+        vae_task = VAETask(level, data4, {"recipe": str(recipe_file)})
+        vae_task.export(vae_task.build_model(), runs / f"vae{level}" / "model")
+        diff = DiffusionTask(level, data4, {"recipe": str(recipe_file), "vae_path": str(runs / f"vae{level}" / "model"),
+                                            "latent_scale": 1.5})
+        diff.export(diff.build_model(), runs / f"diffusion{level}" / "model")
+    base = assemble(runs, tmp_path / "base", "tiny-base")
+    sched = base / "level0" / "unet" / SCHEDULER_FILE
+    sched.write_text(sched.read_text().replace('"guidance_scale": 3.0', '"guidance_scale": 4.5'))
+    known = DiffusionTask(0, data4, {"recipe": str(recipe_file), "vae_path": str(runs / "vae0" / "model"),
+                                     "latent_scale": 1.5, "known_inputs": True})
+    known.export(known.build_model(), tmp_path / "known0")
+    out = tmp_path / "swapped"
+    assert assemble_main(["--base", str(base), "--replace", f"level0/unet={tmp_path / 'known0'}",
+                          "--out", str(out), "--model-id", "tiny-known"]) == 0
+    before = {p.relative_to(base): p.read_bytes() for p in base.rglob("*") if p.is_file()}
+    after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    changed = {str(k) for k in before if before[k] != after[k]}
+    assert changed == {"pipeline.json", "recipe.json", "level0/unet/config.json", "level0/unet/model.safetensors"}
+    pipe = XCubePipeline.from_pretrained(out)
+    assert pipe.levels[0].unet.config.known_inputs and pipe.levels[0].scheduler.guidance_scale == 4.5
+    assert load_recipe(out)[0][0].unet.known_inputs and not load_recipe(out)[0][1].unet.known_inputs
+    assert json.loads((out / "pipeline.json").read_text())["model_id"] == "tiny-known"
+    assert len(list(pipe.generate("a farm", seed=0, steps=2))) == 2
+    with pytest.raises(ModelLoadError, match="not a network"):
+        replace_parts(base, tmp_path / "x", {"level5/unet": tmp_path / "known0"}, None)
+    with pytest.raises(ModelLoadError, match="holds a SparseUNet"):
+        replace_parts(base, tmp_path / "x", {"level0/vae": tmp_path / "known0"}, None)
+    other = DiffusionTask(0, data4, {"recipe": str(recipe_file), "vae_path": str(runs / "vae0" / "model"),
+                                     "latent_scale": 2.0})
+    other.export(other.build_model(), tmp_path / "other0")
+    with pytest.raises(ModelLoadError, match="latent scale"):
+        replace_parts(base, tmp_path / "x", {"level0/unet": tmp_path / "other0"}, None)

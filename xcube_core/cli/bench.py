@@ -16,6 +16,7 @@ BENCHMARKS = {
     "io": "writing and reading large levels as OpenVDB",
     "generate": "time to first level and full scene with the shipped model",
     "extent": "tiled scenes beyond one tile: wall time, peak memory, seam score",
+    "edit": "region edits: seam score where regenerated voxels meet the old ones",
     "layout": "layouts from real meshes: coverage and class plausibility of the finest level",
 }
 # Packages above xcube_core (the gRPC server) add benchmarks through this entry-point group, so the

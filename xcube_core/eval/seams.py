@@ -19,6 +19,7 @@ from typing import Sequence
 import torch
 
 from xcube_core.eval.pointclouds import _contains, surface_voxel_mask, voxel_keys
+from xcube_core.inpaint import select
 from xcube_core.level import Level
 
 
@@ -115,3 +116,52 @@ def tile_lines(plan) -> tuple[list, list]:
     cx = sorted({o.x0 + (o.x1 - o.x0) * q // 4 for o in (plan.owned(a, 0) for a in range(len(plan.xs))) for q in (1, 2, 3)})
     cy = sorted({o.y0 + (o.y1 - o.y0) * q // 4 for o in (plan.owned(0, b) for b in range(len(plan.ys))) for q in (1, 2, 3)})
     return [(0, x) for x in xs] + [(1, y) for y in ys], [(0, x) for x in cx] + [(1, y) for y in cy]
+
+
+def box_seam_scores(level: Level, box, extent: tuple[int, int], half: int = 1, copies: int = 1) -> dict:
+    """Seam score of a region edit: bands across the edges of ``box`` against bands inside it and
+    beside it.
+
+    Each axis is scored over the span of the box along the other axis only (the edges x = x0 and
+    x = x1 over the rows y0..y1, and likewise for y), so the border bands hold nothing but where new
+    voxels meet old ones. Interior lines sit at 1/4, 1/2 and 3/4 of the box and half-way across the
+    old scene on each side of it. Statistics pool over ``copies`` scenes of the same ``extent``
+    stacked along Y (scene k moved by k * extent[1] columns), each edited in the same ``box``: one
+    scene's bands hold too few voxels for a stable class histogram.
+
+    Args:
+        level: the edited level (scene coordinates; metadata with ``extent_m`` and ``extent_columns``
+            of one scene).
+        box: the edited `xcube_core.inpaint.Box` in level-0 columns (of each scene).
+        extent: one scene's size (X, Y) in level-0 columns.
+        half: half the band width in level-0 columns.
+        copies: scenes stacked along Y in ``level``.
+    Returns:
+        ``{"x": ratios, "y": ratios, "ratio": their mean}``, ratios as in `seam_scores`; an axis whose
+        box edges both lie on the scene's border is left out.
+    """
+    f = round(level.voxel_size ** -1 * _column_size(level, extent))
+    cols = torch.div(level.ijk[:, :2].long(), f, rounding_mode="floor")
+    out = {}
+    for axis, name in ((0, "x"), (1, "y")):
+        lo, hi = (box.x0, box.x1) if axis == 0 else (box.y0, box.y1)
+        olo, ohi = (box.y0, box.y1) if axis == 0 else (box.x0, box.x1)
+        borders = [p for p in (lo, hi) if half <= p <= extent[axis] - half]
+        if not borders:
+            continue
+        interiors = [lo + (hi - lo) * q // 4 for q in (1, 2, 3)]
+        interiors += [p for p in (lo // 2, (hi + extent[axis]) // 2) if half <= p <= extent[axis] - half
+                      and not lo <= p < hi]
+        other = cols[:, 1 - axis]
+        if axis == 0:  # the box's rows in every copy
+            other = other % extent[1]
+            shifts, span = [0], (extent[0], (ohi - olo) * copies)
+        else:  # the lines of every copy, over the box's columns
+            shifts, span = [k * extent[1] for k in range(copies)], (ohi - olo, extent[1])
+        keep = (other >= olo) & (other < ohi)
+        lines = lambda ps: [(axis, p + d) for d in shifts for p in ps]  # noqa: E731
+        out[name] = seam_scores(select(level, keep), lines(borders), lines(interiors), span, half)["ratio"]
+    if not out:
+        raise ValueError(f"box {box} has no edge inside the scene of {extent} columns")
+    out["ratio"] = {k: sum(r[k] for r in out.values()) / len(out) for k in ("occupancy", "classes", "continuity")}
+    return out

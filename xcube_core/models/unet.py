@@ -5,7 +5,14 @@ The output grid equals the input grid: the encoder coarsens with stride-2 convs 
 and concatenates the skips. Time and pooled text enter every res block through AdaGN; text tokens
 enter through cross-attention at the configured resolutions; self-attention runs at the coarsest.
 Input per voxel = noisy latent || coarser level's attributes (normals, semantic embedding) ||
-Fourier position features. Output = v-prediction (same channels as the latent).
+Fourier position features || (``known_inputs``) the known clean latent times its mask, and the mask.
+Output = v-prediction (same channels as the latent).
+
+``known_inputs`` makes the U-Net an in/outpainting network, as the tile-by-tile scene generators do
+(BlockFusion, NuiScene, WorldGrow): it *sees* which cells are held and their clean values instead of
+only having them pasted into ``x_t`` (RePaint). The two channels come last so that a plain U-Net's
+weights load into a widened one unchanged (``--init-from`` zero-fills new input channels); an empty
+mask (all zeros) is plain generation.
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ class UNetConfig:
         cross_attention_levels: U-Net levels (indices into channel_mult) with text cross-attention.
         self_attention: self-attention in the middle block (coarsest resolution).
         context_dim: text token width (384 for MiniLM, 512 for CLIP ViT-B).
+        known_inputs: take a known latent and its mask as extra inputs (in/outpainting).
     """
 
     latent_channels: int = 8
@@ -52,11 +60,17 @@ class UNetConfig:
     context_dim: int = 384
     heads: int = 4
     dropout: float = 0.0
+    known_inputs: bool = False
+
+    @property
+    def known_channels(self) -> int:
+        """Width of the ``known`` input: clean latent x mask, then the mask (0 without known inputs)."""
+        return self.latent_channels + 1 if self.known_inputs else 0
 
     @property
     def in_channels(self) -> int:
         return (self.latent_channels + 3 * self.cond_normals + (self.sem_embed_dim if self.cond_classes else 0)
-                + 6 * self.pos_freqs)
+                + 6 * self.pos_freqs + self.known_channels)
 
 
 class _Stage(nn.Module):
@@ -110,8 +124,10 @@ class SparseUNet(nn.Module, PretrainedMixin):
         nn.init.zeros_(self.out.conv.bias)
 
     def input_features(self, x: torch.Tensor, grid: GridBatch, cond_normals: torch.Tensor | None,
-                       cond_semantics: torch.Tensor | None) -> torch.Tensor:
+                       cond_semantics: torch.Tensor | None, known: torch.Tensor | None = None) -> torch.Tensor:
         cfg = self.config
+        if known is not None and not cfg.known_inputs:
+            raise ValueError("this U-Net takes no known latent (known_inputs=False); hold cells by replacement")
         feats = [x]
         if cfg.cond_normals:
             if cond_normals is None:
@@ -123,11 +139,19 @@ class SparseUNet(nn.Module, PretrainedMixin):
             s = cond_semantics.long()
             feats.append((self.sem_embed(s.clamp(min=0)) * (s >= 0)[:, None]).to(x.dtype))
         feats.append(position_features(grid, cfg.grid_shape, cfg.pos_freqs).to(x.dtype))
+        if cfg.known_inputs:
+            if known is None:  # nothing held: plain generation
+                known = x.new_zeros(x.shape[0], cfg.known_channels)
+            elif known.shape != (x.shape[0], cfg.known_channels):
+                raise ValueError(f"known must have shape ({x.shape[0]}, {cfg.known_channels}) (clean latent x mask, "
+                                 f"mask), got {tuple(known.shape)}")
+            feats.append(known.to(x.dtype))
         return torch.cat(feats, dim=1)
 
     def forward(self, x: torch.Tensor, grid: GridBatch, t: torch.Tensor, context: torch.Tensor,
                 context_mask: torch.Tensor, pooled: torch.Tensor, cond_normals: torch.Tensor | None = None,
-                cond_semantics: torch.Tensor | None = None, plans: PlanCache | None = None) -> torch.Tensor:
+                cond_semantics: torch.Tensor | None = None, plans: PlanCache | None = None,
+                known: torch.Tensor | None = None) -> torch.Tensor:
         """Predict v.
 
         Args:
@@ -137,6 +161,8 @@ class SparseUNet(nn.Module, PretrainedMixin):
             context, context_mask, pooled: text tokens (B, T, D), mask (B, T) bool, pooled (B, D).
             cond_normals, cond_semantics: coarser level's attributes on ``grid`` ((N, 3), (N,)).
             plans: kernel maps to reuse (pass the same cache to every step of a sampling loop).
+            known: with ``known_inputs``, ``known_latent_inputs(x0, mask)`` (N, latent_channels + 1);
+                None = nothing held.
         Returns: (N, latent_channels).
         """
         if x.shape[0] != grid.total_voxels:
@@ -146,7 +172,7 @@ class SparseUNet(nn.Module, PretrainedMixin):
         cfg = self.config
         plans = PlanCache() if plans is None else plans
         emb = self.time_mlp(timestep_embedding(t, cfg.model_channels).to(x.dtype)) + self.text_proj(pooled.to(x.dtype))
-        h = self.conv_in(self.input_features(x, grid, cond_normals, cond_semantics), plans.get(3, 1, grid))
+        h = self.conv_in(self.input_features(x, grid, cond_normals, cond_semantics, known), plans.get(3, 1, grid))
         grids, skips, g = [grid], [], grid
         for i, stage in enumerate(self.down_stages):
             h = stage(h, g, plans, emb, context, context_mask)
@@ -168,3 +194,15 @@ class SparseUNet(nn.Module, PretrainedMixin):
                 g = fine
             h = self.up_stages[i](torch.cat([h, skips[i]], dim=1), g, plans, emb, context, context_mask)
         return self.out(h, g, plans)
+
+
+def known_latent_inputs(x0: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The ``known`` input of a U-Net with ``known_inputs``: ``x0 * mask || mask``.
+
+    Args:
+        x0: clean (scaled) latent; rows outside ``mask`` are ignored. Shape: (N, C).
+        mask: rows held. Shape: (N,), bool.
+    Returns: (N, C + 1), x0's dtype.
+    """
+    m = mask.to(device=x0.device, dtype=x0.dtype)[:, None]
+    return torch.cat([x0 * m, m], dim=1)

@@ -2,11 +2,17 @@
 
     python -m xcube_core.train.assemble --runs .cache/runs --out xcube_core/assets/default_model
 
-Expects RUNS/vae{i}/model, RUNS/diffusion{i}/model and optionally RUNS/refine{i}/model for levels
+    python -m xcube_core.train.assemble --base xcube_core/assets/default_model \
+        --replace level0/unet=.cache/runs/diffusion0/model --out .cache/models/candidate
+
+The first form expects RUNS/vae{i}/model, RUNS/diffusion{i}/model and optionally RUNS/refine{i}/model for levels
 0, 1, ... (any number); the latent scale and text encoder come from the diffusion model's saved
 config, the noise schedule and sampler defaults from its scheduler_config.json. Writes the pipeline
 folder: pipeline.json, recipe.json (the per-level architecture, to retrain it with
-``xcube train --recipe OUT``) and level{i}/{vae,unet,refine}/.
+``xcube train --recipe OUT``) and level{i}/{vae,unet,refine}/. The second form copies a pipeline
+folder and swaps single networks for newly trained ones, keeping everything else: the other
+networks, the latent scales, and each U-Net's sampler defaults (``scheduler_config.json``: the
+guidance interval and steps were measured for the shipped model, a fine-tuning run does not know them).
 """
 
 from __future__ import annotations
@@ -124,20 +130,83 @@ def assemble(runs: pathlib.Path, out: pathlib.Path, model_id: str, refine: bool 
     return out
 
 
+def replace_parts(base: pathlib.Path, out: pathlib.Path, parts: dict[str, pathlib.Path], model_id: str | None,
+                  dtype: torch.dtype | None = None) -> pathlib.Path:
+    """Copy pipeline folder ``base`` to ``out`` with ``parts`` (``"level{i}/{vae,unet,refine}"`` ->
+    model folder) swapped in; each swapped network's config also goes into ``recipe.json``.
+
+    Raises:
+        ModelLoadError: ``base`` is not a pipeline, a part is not one of its networks, or a model
+            folder holds another class of network or another latent scale than the base.
+    """
+    if not (base / PIPELINE_FILE).is_file():
+        raise ModelLoadError(f"--base {base} has no {PIPELINE_FILE}; pass a pipeline folder")
+    if out.resolve() != base.resolve():
+        shutil.rmtree(out, ignore_errors=True)
+        shutil.copytree(base, out)
+    meta = json.loads((out / PIPELINE_FILE).read_text())
+    recipe = json.loads((out / "recipe.json").read_text()) if (out / "recipe.json").is_file() else None
+    for key, src in parts.items():
+        level, _, name = key.partition("/")
+        dest = out / key
+        if not (level.startswith("level") and level[5:].isdigit() and name in ("vae", "unet", "refine")
+                and (dest / "config.json").is_file()):
+            raise ModelLoadError(f"--replace {key}: not a network of {base} (expected e.g. level0/unet)")
+        new, old = (json.loads((d / "config.json").read_text()) for d in (src, dest))
+        if new.get("class") != old.get("class"):
+            raise ModelLoadError(f"--replace {key}: {src} holds a {new.get('class')}, {base} a {old.get('class')}")
+        i = int(level[5:])
+        scale = new.get("extra", {}).get("latent_scale")
+        if name == "unet" and scale is not None and abs(scale - meta["levels"][i]["latent_scale"]) > 1e-9:
+            raise ModelLoadError(f"--replace {key}: {src} was trained at latent scale {scale}, the base "
+                                 f"uses {meta['levels'][i]['latent_scale']}; assemble from runs instead")
+        sched = (dest / SCHEDULER_FILE).read_bytes() if (dest / SCHEDULER_FILE).is_file() else None
+        _copy_part(src, dest, dtype)
+        if sched is not None:
+            (dest / SCHEDULER_FILE).write_bytes(sched)
+        if recipe is not None:
+            recipe["levels"][i][name] = new["config"]
+    if recipe is not None:
+        atomic_write_text(out / "recipe.json", json.dumps(recipe, indent=2) + "\n")
+    if model_id:
+        meta["model_id"] = model_id
+        atomic_write_text(out / PIPELINE_FILE, json.dumps(meta, indent=2) + "\n")
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--runs", type=pathlib.Path, required=True, help="folder with vae0/, diffusion0/, ... runs")
+    p.add_argument("--runs", type=pathlib.Path, help="folder with vae0/, diffusion0/, ... runs")
+    p.add_argument("--base", type=pathlib.Path, help="pipeline folder to copy, with --replace")
+    p.add_argument("--replace", action="append", default=[], metavar="LEVEL/PART=MODEL_DIR",
+                   help="with --base: swap one network, e.g. level0/unet=.cache/runs/diffusion0/model (repeatable)")
     p.add_argument("--out", type=pathlib.Path, required=True, help="pipeline folder to write")
-    p.add_argument("--model-id", default="xcube-custom", help="name recorded in the model and outputs")
+    p.add_argument("--model-id", default=None, help="name recorded in the model and outputs "
+                   "(default xcube-custom; with --base, the base's)")
     p.add_argument("--float16", action="store_true", help="store weights as float16 (half the size)")
     p.add_argument("--no-refine", action="store_true",
                    help="leave the refinement nets out (when `xcube eval vae --refine` shows they do not help)")
     p.add_argument("--class-prior", type=float, default=0.0,
                    help="nats added to the parent level's class in finer levels' semantic logits (0 = off)")
     args = p.parse_args(argv)
+    if (args.runs is None) == (args.base is None):
+        p.error("pass either --runs (assemble runs) or --base with --replace (swap networks)")
+    if args.base is not None and not args.replace:
+        p.error("--base needs at least one --replace LEVEL/PART=MODEL_DIR")
+    dtype = torch.float16 if args.float16 else None
     try:
-        out = assemble(args.runs, args.out, args.model_id, refine=not args.no_refine,
-                       dtype=torch.float16 if args.float16 else None, class_prior=args.class_prior)
+        if args.base is not None:
+            pairs = [r.partition("=") for r in args.replace]
+            if any(not k or not v for k, _, v in pairs):
+                p.error(f"--replace takes LEVEL/PART=MODEL_DIR, got {args.replace}")
+            parts = {k: pathlib.Path(v) for k, _, v in pairs}
+            missing = [str(v) for v in parts.values() if not (v / "model.safetensors").is_file()]
+            if missing:
+                raise ModelLoadError(f"no model.safetensors in {', '.join(missing)}")
+            out = replace_parts(args.base, args.out, parts, args.model_id, dtype)
+        else:
+            out = assemble(args.runs, args.out, args.model_id or "xcube-custom", refine=not args.no_refine,
+                           dtype=dtype, class_prior=args.class_prior)
     except ModelLoadError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -125,6 +125,8 @@ class _LevelTask:
             # recorded only when it differs from the default, so checkpoints written before the
             # recipe had a scheduler still resume (their task config is compared key by key)
             recipe.pop("scheduler")
+        if not recipe["unet"].get("known_inputs", False):
+            recipe["unet"].pop("known_inputs", None)  # likewise for U-Nets without known inputs
         return {"task": self.name, "level": self.level, "recipe": recipe,
                 "overrides": {k: str(v) for k, v in self.overrides.items()}}
 
@@ -369,9 +371,21 @@ class DiffusionTask(_LevelTask):
         jidx = grid.jidx.long()
         x_t = self.schedule.add_noise(z, noise, t, jidx)
         target = self.schedule.training_target(z, noise, t, jidx)  # v or eps, as the recipe's schedule says
-        pred = model(x_t, grid, t, emb.tokens, emb.mask, emb.pooled, cond_n, cond_s)
-        loss = v_prediction_loss(pred.float(), target, jidx, n_items)
-        return loss, {"latent_voxels": float(grid.total_voxels)}
+        stats = {"latent_voxels": float(grid.total_voxels)}
+        if not getattr(model, "module", model).config.known_inputs:  # DDP wraps the U-Net
+            pred = model(x_t, grid, t, emb.tokens, emb.mask, emb.pooled, cond_n, cond_s)
+            return v_prediction_loss(pred.float(), target, jidx, n_items), stats
+        # in/outpainting U-Net: held cells are in x_t as sampling puts them (their clean latent
+        # noised to t) and in the known inputs; the loss counts only the cells it must make
+        from xcube_core.models.unet import known_latent_inputs
+        from xcube_core.train.known_masks import sample_known_masks
+
+        held = sample_known_masks(grid.ijk.jdata, jidx, n_items, generator).to(z.device)
+        pred = model(x_t, grid, t, emb.tokens, emb.mask, emb.pooled, cond_n, cond_s,
+                     known=known_latent_inputs(z, held))
+        free = ~held
+        loss = v_prediction_loss(pred.float()[free], target[free], jidx[free], n_items)
+        return loss, {**stats, "held_fraction": float(held.float().mean())}
 
     def _recaptioned(self, captions: list[str], metadata: list[dict] | None, generator) -> list[str]:
         """Each caption, or with probability ``recaption`` one of RECAPTION_POOL rewordings of its scene."""
