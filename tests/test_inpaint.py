@@ -196,3 +196,24 @@ def test_bench_edit_scores_the_box_edges_of_each_edit(pipe, model_dir, capsys):
     assert one == pytest.approx({k: round(v, 3) for k, v in direct.items()})
     assert main(["bench", "edit", "--model", str(model_dir), "--box", "4", "4", "40", "12"]) == 2
     assert "is not inside" in capsys.readouterr().err
+
+
+def test_held_cells_of_an_edit_are_encoded_with_the_old_region_in_place(pipe, scene, monkeypatch):
+    """The encoder that gives an edit its held latent sees the whole old scene in the window, the
+    region's old voxels included (without them it reads an edge beside every held cell)."""
+    from xcube_core import inpaint
+
+    seen = []
+    original = inpaint._known_latent
+
+    def spy(p, i, lat_grid, existing, *args, **kw):
+        seen.append((i, {tuple(v) for v in existing.ijk.tolist()}))
+        return original(p, i, lat_grid, existing, *args, **kw)
+
+    monkeypatch.setattr(inpaint, "_known_latent", spy)
+    list(edit_region(pipe, scene, (4.0, 2.0, 10.0, 12.0), "a pond", seed=7, steps=2))
+    assert [i for i, _ in seen] == [0, 1]
+    # level 0: one native window covering the whole 16 m scene, so the encoder sees every old voxel,
+    # those in the region (columns [2, 5) x [1, 6)) too
+    assert bool(_in_box(2, 1, 5, 6)(scene[0].ijk[:, :2].long()).any())
+    assert seen[0][1] == {tuple(v) for v in scene[0].ijk.tolist()}

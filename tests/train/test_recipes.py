@@ -16,6 +16,7 @@ from xcube_core.data.procedural.scene import SceneConfig, generate_scene
 from xcube_core.data.storage import manifest_row, save_sample, write_manifest
 from xcube_core.diffusion.scheduler_config import SCHEDULER_FILE, load_scheduler_config
 from xcube_core.errors import InvalidInputError
+from xcube_core.models.unet import SparseUNet
 from xcube_core.models.vae import SparseStructureVAE
 from xcube_core.pipeline import DEFAULT_MODEL_DIR, XCubePipeline
 from xcube_core.train.assemble import assemble, replace_parts
@@ -205,7 +206,10 @@ def test_replacing_one_network_keeps_the_rest_and_the_sampler_defaults(data4, re
     assert pipe.levels[0].unet.config.known_inputs and pipe.levels[0].scheduler.guidance_scale == 4.5
     assert load_recipe(out)[0][0].unet.known_inputs and not load_recipe(out)[0][1].unet.known_inputs
     assert json.loads((out / "pipeline.json").read_text())["model_id"] == "tiny-known"
-    assert len(list(pipe.generate("a farm", seed=0, steps=2))) == 2
+    source = SparseUNet.from_pretrained(tmp_path / "known0").state_dict()
+    assert all(torch.equal(v, source[k]) for k, v in pipe.levels[0].unet.state_dict().items())
+    kept = SparseUNet.from_pretrained(base / "level1" / "unet").state_dict()
+    assert all(torch.equal(v, kept[k]) for k, v in pipe.levels[1].unet.state_dict().items())
     with pytest.raises(ModelLoadError, match="not a network"):
         replace_parts(base, tmp_path / "x", {"level5/unet": tmp_path / "known0"}, None)
     with pytest.raises(ModelLoadError, match="holds a SparseUNet"):

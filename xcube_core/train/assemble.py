@@ -164,8 +164,10 @@ def replace_parts(base: pathlib.Path, out: pathlib.Path, parts: dict[str, pathli
         _copy_part(src, dest, dtype)
         if sched is not None:
             (dest / SCHEDULER_FILE).write_bytes(sched)
-        if recipe is not None:
-            recipe["levels"][i][name] = new["config"]
+        if recipe is not None:  # the new config, in the order the recipe already lists its fields
+            before = recipe["levels"][i].get(name, {})
+            ordered = {k: new["config"][k] for k in before if k in new["config"]}
+            recipe["levels"][i][name] = {**ordered, **new["config"]}
     if recipe is not None:
         atomic_write_text(out / "recipe.json", json.dumps(recipe, indent=2) + "\n")
     if model_id:
