@@ -84,8 +84,11 @@ DEFAULT_RECIPE_DATA: dict[str, Any] = {
                     "channels": [16, 32, 64], "latent_channels": 8, "dense_latent": True, "dilate_steps": 1,
                     # v2: the same two encoder fixes as level 1 (docs/default-model.md, round 3)
                     "kl_weight": 0.001, "position_features": True},
+            # v4: the known latent and its mask as inputs, trained on the masks tiles and edits hold
+            # (docs/default-model.md, round 5)
             "unet": {"latent_channels": 8, "grid_shape": [16, 16, 8], "pos_freqs": 4, "model_channels": 32,
-                     "channel_mult": [1, 2, 4], "cross_attention_levels": [1, 2], "context_dim": 384},
+                     "channel_mult": [1, 2, 4], "cross_attention_levels": [1, 2], "context_dim": 384,
+                     "known_inputs": True},
             "refine": {"num_classes": NUM_CLASSES, "channels": 16, "blocks": 2, "voxel_size": 1.0},
             # v2: no guidance at the noisiest 30 % of the steps (level-0 1-NNA 59 % -> 57 %, v1: 70 % -> 54 %,
             # prompt control kept; docs/default-model.md, round 3)
