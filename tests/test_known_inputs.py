@@ -117,10 +117,6 @@ def test_known_input_loss_counts_only_the_cells_to_make(monkeypatch, tmp_path):
     monkeypatch.setattr(known_masks, "sample_known_masks", held_half)
 
     class Garbage(torch.nn.Module):  # the same network, with nonsense wherever a cell is held
-        def __init__(self):
-            super().__init__()
-            self.module = net
-
         def forward(self, *args, known=None):
             seen["known"] = known
             out = net(*args, known=known)

@@ -368,9 +368,9 @@ def sample_window(pipe, i: int, window: Box, region: Box, known_cols: torch.Tens
 
     settings = LevelSettings(steps=opts.steps, guidance=opts.guidance, eta=opts.eta, callback=opts.callback,
                              cancel=opts.cancel, class_prior=opts.class_prior).for_level(pipe.levels[i].scheduler)
+    near = Box(region.x0 - window.x0, region.y0 - window.y0, region.x1 - window.x0, region.y1 - window.y0)
     decode = None
     if i > 0:  # decode only around the region: the decoder reaches a few metres, the U-Net the whole halo
-        near = Box(region.x0 - window.x0, region.y0 - window.y0, region.x1 - window.x0, region.y1 - window.y0)
         decode = near.expanded(DECODE_MARGIN).contains(columns_of(lat_grid.ijk.jdata.cpu(), level_factor(sizes, i - 1)))
         if not bool(decode.any()):
             return empty_level(i, sizes[i], pipe.class_names)
@@ -378,9 +378,7 @@ def sample_window(pipe, i: int, window: Box, region: Box, known_cols: torch.Tens
     if canvas is not None:
         def sink(grid: GridBatch, x: torch.Tensor) -> None:  # keep the latents of the region's columns
             ijk = grid.ijk.jdata.long().cpu()
-            near = Box(region.x0 - window.x0, region.y0 - window.y0, region.x1 - window.x0, region.y1 - window.y0)
-            cols_per_cell = float(grid.voxel_sizes[0][0]) / sizes[0]
-            mine = near.contains(cell_columns(ijk, cols_per_cell))  # region borders lie on cell borders
+            mine = near.contains(cell_columns(ijk, 1 / latent_cells_per_column(pipe, i)))  # borders on cells
             canvas.add(ijk[mine] + origin, x[mine.to(x.device)])
     out = pipe._generate_level(i, prev_local, text, gen, settings, shape=shape, known=known, decode_mask=decode,
                                latent_sink=sink)

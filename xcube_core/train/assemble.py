@@ -141,6 +141,9 @@ def replace_parts(base: pathlib.Path, out: pathlib.Path, parts: dict[str, pathli
     """
     if not (base / PIPELINE_FILE).is_file():
         raise ModelLoadError(f"--base {base} has no {PIPELINE_FILE}; pass a pipeline folder")
+    missing = [str(v) for v in parts.values() if not all((v / f).is_file() for f in ("config.json", "model.safetensors"))]
+    if missing:  # before anything is copied
+        raise ModelLoadError(f"no config.json + model.safetensors in {', '.join(missing)}")
     if out.resolve() != base.resolve():
         shutil.rmtree(out, ignore_errors=True)
         shutil.copytree(base, out)
@@ -202,9 +205,6 @@ def main(argv: list[str] | None = None) -> int:
             if any(not k or not v for k, _, v in pairs):
                 p.error(f"--replace takes LEVEL/PART=MODEL_DIR, got {args.replace}")
             parts = {k: pathlib.Path(v) for k, _, v in pairs}
-            missing = [str(v) for v in parts.values() if not (v / "model.safetensors").is_file()]
-            if missing:
-                raise ModelLoadError(f"no model.safetensors in {', '.join(missing)}")
             out = replace_parts(args.base, args.out, parts, args.model_id, dtype)
         else:
             out = assemble(args.runs, args.out, args.model_id or "xcube-custom", refine=not args.no_refine,

@@ -372,7 +372,7 @@ class DiffusionTask(_LevelTask):
         x_t = self.schedule.add_noise(z, noise, t, jidx)
         target = self.schedule.training_target(z, noise, t, jidx)  # v or eps, as the recipe's schedule says
         stats = {"latent_voxels": float(grid.total_voxels)}
-        if not getattr(model, "module", model).config.known_inputs:  # DDP wraps the U-Net
+        if not self.recipe.unet.known_inputs:
             pred = model(x_t, grid, t, emb.tokens, emb.mask, emb.pooled, cond_n, cond_s)
             return v_prediction_loss(pred.float(), target, jidx, n_items), stats
         # in/outpainting U-Net: held cells are in x_t as sampling puts them (their clean latent
