@@ -29,12 +29,17 @@ steps() { python3 -c "print(max(1, int($1 * $SCALE)))"; }
 # 1. data: 1600 train / 32 val / 64 test scenes, 64 m x 64 m at 0.25 m (seeds fixed by split; v1-v3
 # trained on the first 400 train scenes, v4's level-0 U-Net on 1600: its validation loss fell
 # 0.612 -> 0.562, docs/default-model.md round 5; the same seeds give the same scenes on a re-run).
-if [[ ! -f "$DATA/.complete-1600" ]]; then
-  $x data procedural --out "$DATA" --count 400 --split train --workers 2
-  $x data procedural --out "$DATA" --count 1200 --start 400 --split train --workers 2
+# Since v5 every scene is a window cut from a site 32 m larger on each side (`--context`, the CLI's
+# default), so nothing in the data is framed around its middle: the marker names the windowed set.
+if [[ ! -f "$DATA/.complete-1600-windowed" ]]; then
+  if [[ -f "$DATA/.complete-1600" ]]; then
+    echo "[train] $DATA holds the framed scenes of v1-v4: choose another DATA folder or delete it" >&2
+    exit 2
+  fi
+  $x data procedural --out "$DATA" --count 1600 --split train --workers 2
   $x data procedural --out "$DATA" --count 32 --split val --workers 2
   $x data procedural --out "$DATA" --count 64 --split test --workers 2
-  touch "$DATA/.complete-1600"
+  touch "$DATA/.complete-1600-windowed"
 fi
 
 # the record folder of this training session: chosen once per RUNS folder, so re-runs reuse it

@@ -35,6 +35,17 @@ def test_procedural_writes_samples_and_manifest(tmp_path, capsys):
     assert len(read_manifest(out)) == 3
     assert main(["data", "info", str(out)]) == 0
     assert "3 samples" in capsys.readouterr().out
+    # scenes are windows of a larger site by default; --context 0 lays each out for its own frame
+    assert first.metadata["site_extent_m"] == [80.0, 80.0]
+    framed = tmp_path / "framed"
+    assert main(args[:3] + [str(framed)] + args[4:] + ["--context", "0"]) == 0
+    assert load_sample(framed / rows[0]["file"]).metadata["site_window_m"] == [0.0, 16.0, 0.0, 16.0]
+
+
+def test_procedural_refuses_a_negative_context(tmp_path, capsys):
+    rc = main(["data", "procedural", "--out", str(tmp_path / "x"), "--count", "1", "--context", "-4"])
+    assert rc == 2 and "--context must be >= 0 metres, got -4" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
 
 
 def test_voxelize_skips_broken_files(tmp_path, capsys):

@@ -130,3 +130,51 @@ def test_canvas_surface_of_a_box_is_its_shell():
     assert (cls == 2).all()
     face = (ijk[:, 0] == 4) & (ijk[:, 1] > 5) & (ijk[:, 1] < 10) & (ijk[:, 2] > 3) & (ijk[:, 2] < 8)
     assert np.allclose(normals[face], [-1, 0, 0])
+
+
+def test_a_canvas_window_holds_the_same_labels_as_that_part_of_the_whole_canvas():
+    whole, window = Canvas((40, 40, 16), 0.5), Canvas((16, 12, 16), 0.5, origin=(6.0, 4.5))
+    for c in (whole, window):  # solids inside, across and outside the window
+        c.box(1.0, 9.0, 2.0, 7.0, 0.0, 3.0, cls=1)
+        c.ellipsoid(12.0, 8.0, 4.0, 3.0, 2.5, 2.0, cls=4)
+        c.cylinder(17.0, 17.0, 1.0, 0.0, 6.0, cls=6)
+        c.gable(5.0, 11.0, 6.0, 9.0, 3.0, 2.0, True, cls=2)
+    np.testing.assert_array_equal(window.labels, whole.labels[12:28, 9:21])
+    assert window.labels.any() and (window.labels != 0).sum() < (whole.labels != 0).sum()
+
+
+def _street_share_at_the_border(config: SceneConfig, seeds) -> float:
+    """Road and vehicle voxels per metre in the outer 8 m rows/columns over those in the rest."""
+    street = torch.tensor([CLASS_NAMES.index("road"), CLASS_NAMES.index("vehicle")])
+    band = inner = 0
+    for seed in seeds:
+        fine = generate_scene(seed, config, num_levels=1, style=STYLES[seed % len(STYLES)]).levels[-1]
+        for axis in (0, 1):
+            x = fine.ijk[torch.isin(fine.semantics, street), axis].float() * fine.voxel_size
+            edge = (x < 8.0) | (x >= config.extent[axis] - 8.0)
+            band, inner = band + int(edge.sum()), inner + int((~edge).sum())
+    return (band / 16.0) / (inner / (config.extent[0] - 16.0))
+
+
+def test_scenes_are_windows_of_a_larger_site_so_their_borders_are_not_framed():
+    """Streets run on across a window's border as they do across a tile cut from a big scene; laid
+    out for its own frame (context 0), a scene keeps roads and parked cars away from its border."""
+    seeds = range(300, 335)
+    framed = _street_share_at_the_border(SceneConfig(voxel_size=1.0, context=0.0), seeds)
+    windowed = _street_share_at_the_border(SceneConfig(voxel_size=1.0), seeds)
+    assert framed < 0.65 and 0.85 < windowed < 1.15, (framed, windowed)
+
+
+def test_the_census_counts_what_stands_in_the_window():
+    s = generate_scene(11, SceneConfig(voxel_size=1.0), num_levels=1, style="suburban")
+    x0, x1, y0, y1 = s.metadata["site_window_m"]
+    assert s.metadata["site_extent_m"] == [128.0, 128.0] and 12 <= x0 <= 52 and x1 - x0 == 64
+    full = generate_scene(11, SceneConfig(voxel_size=1.0, extent=(128.0, 128.0), context=0.0), num_levels=1,
+                          style="suburban")
+    # the window's census is a part of a whole site's (same density of houses per square metre)
+    assert 0 < s.metadata["building_count"] < full.metadata["building_count"]
+
+
+def test_negative_context_is_refused():
+    with pytest.raises(ValueError, match="context"):
+        SceneConfig(context=-1.0)

@@ -58,6 +58,10 @@ def _register_procedural(dsub, fmt) -> None:
                    help="scene size in metres (default 64 64)")
     p.add_argument("--height", type=float, default=32.0, help="scene height in metres (default 32)")
     p.add_argument("--voxel-size", type=float, default=0.25, help="finest voxel in metres (default 0.25)")
+    p.add_argument("--context", type=float, default=32.0, metavar="M",
+                   help="metres of site laid out around each scene on every side; the scene is a window "
+                   "cut from it at a random offset, so streets and tree cover run on past its borders "
+                   "like a tile of a larger scene (default 32; 0 = scenes laid out for their own frame)")
     p.add_argument("--objects", action="store_true",
                    help=f"single objects in a unit box instead of scenes ({', '.join(OBJECT_KINDS)})")
     p.add_argument("--resolution", type=int, default=128, help="--objects: finest grid size (default 128)")
@@ -130,6 +134,8 @@ def run_procedural(args) -> int:
     _check_sizes(args.levels, args.resolution if args.objects else 2 ** (args.levels - 1), args.voxel_size)
     if min(args.extent) <= 0 or args.height <= 0:
         raise InvalidInputError(f"--extent and --height must be > 0 metres, got {args.extent} and {args.height}")
+    if args.context < 0:
+        raise InvalidInputError(f"--context must be >= 0 metres, got {args.context}")
     tasks = []
     for i in range(args.start, args.start + args.count):
         seed = split_seed(args.split, i)
@@ -138,7 +144,8 @@ def run_procedural(args) -> int:
             tasks.append(Task("object", name, {"seed": seed, "resolution": args.resolution,
                                                "num_levels": args.levels}, args.split))
         else:
-            config = {"extent": tuple(args.extent), "height": args.height, "voxel_size": args.voxel_size}
+            config = {"extent": tuple(args.extent), "height": args.height, "voxel_size": args.voxel_size,
+                      "context": args.context}
             tasks.append(Task("scene", name, {"seed": seed, "config": config, "num_levels": args.levels,
                                               "style": args.style}, args.split))
     with _progress_bar(len(tasks), f"procedural {args.split}") as bar:

@@ -32,18 +32,39 @@ class Census:
 class SceneBuilder:
     """Places buildings, trees, bushes, vehicles and poles without overlaps.
 
+    Census entries carry ``xy``, the object's centre in metres, so a window cut from the site can
+    count only what stands in it.
+
     Args:
-        canvas: the label volume (metres).
-        site: ground layout and footprint map of the same extent.
+        canvas: the label volume (metres); it may cover only a window of the site.
+        site: ground layout and footprint map of the whole scene.
         rng: the scene's generator (all placement randomness comes from it).
         max_height: tallest allowed object top above the ground, metres.
+        focus: ``(x0, x1, y0, y1)``, the window the scene is made for (default: the whole site).
+            Water a style puts once per scene (a pond, a river) goes in or at its edge, so captions
+            that name water keep finding it in the window.
+        area_scale: site area over the area the styles' counts are meant for; counts of trees,
+            bushes, vehicles and scattered buildings are multiplied by it, so density stays put.
     """
 
-    def __init__(self, canvas: Canvas, site: Site, rng: np.random.Generator, max_height: float) -> None:
+    def __init__(self, canvas: Canvas, site: Site, rng: np.random.Generator, max_height: float,
+                 focus: tuple[float, float, float, float] | None = None, area_scale: float = 1.0) -> None:
         self.canvas, self.site, self.rng = canvas, site, rng
         self.max_height = float(max_height)
+        self.focus = tuple(float(v) for v in focus) if focus is not None else (0.0, site.extent[0], 0.0,
+                                                                              site.extent[1])
+        self.area_scale = float(area_scale)
         self.census = Census()
         self.roads: list[Road] = []
+
+    def per_area(self, count: float) -> int:
+        """``count`` meant for the styles' reference area, scaled to this site."""
+        return int(round(count * self.area_scale))
+
+    def in_focus(self, fx: float, fy: float) -> tuple[float, float]:
+        """The point at fractions ``(fx, fy)`` of the focus window."""
+        x0, x1, y0, y1 = self.focus
+        return x0 + fx * (x1 - x0), y0 + fy * (y1 - y0)
 
     # -- ground ----------------------------------------------------------------------------------
     def road(self, rect, along_x: bool) -> None:
@@ -74,7 +95,8 @@ class SceneBuilder:
         height = float(np.clip(height, 3.0, self.max_height))
         x0, x1, y0, y1 = rect
         z0 = self.site.height_at((x0 + x1) / 2, (y0 + y1) / 2)
-        self.census.buildings.append(objects.building(self.canvas, self.rng, rect, z0, height, roof, **kw))
+        facts = objects.building(self.canvas, self.rng, rect, z0, height, roof, **kw)
+        self.census.buildings.append({**facts, "xy": ((x0 + x1) / 2, (y0 + y1) / 2)})
         return True
 
     def random_building(self, size_range, height: float, roofs, roof_p=None, tries: int = 20, **kw) -> bool:
@@ -108,7 +130,8 @@ class SceneBuilder:
             self.site.take((p[0] - 0.8, p[0] + 0.8, p[1] - 0.8, p[1] + 0.8))
             kind = str(self.rng.choice(kinds, p=kind_p))
             z0 = self.site.height_at(*p)
-            self.census.trees.append(objects.tree(self.canvas, self.rng, p[0], p[1], z0, kind, scale))
+            facts = objects.tree(self.canvas, self.rng, p[0], p[1], z0, kind, scale)
+            self.census.trees.append({**facts, "xy": tuple(p)})
             placed += 1
         return placed
 
@@ -118,7 +141,8 @@ class SceneBuilder:
             p = self._point(region, 1.5)
             if p is None or not self.site.try_take((p[0] - 1.0, p[0] + 1.0, p[1] - 1.0, p[1] + 1.0)):
                 continue
-            self.census.bushes.append(objects.bush(self.canvas, self.rng, p[0], p[1], self.site.height_at(*p)))
+            facts = objects.bush(self.canvas, self.rng, p[0], p[1], self.site.height_at(*p))
+            self.census.bushes.append({**facts, "xy": tuple(p)})
             placed += 1
         return placed
 
@@ -150,14 +174,18 @@ class SceneBuilder:
             if any(not (box[1] < o[0] or box[0] > o[1] or box[3] < o[2] or box[2] > o[3]) for o in occupied):
                 continue
             occupied.append(box)
-            z0 = self.site.height_at(x, y)
-            self.census.vehicles.append(objects.vehicle(self.canvas, self.rng, x, y, z0, road.along_x, truck))
+            self.vehicle_at(x, y, road.along_x, truck)
             placed += 1
         return placed
 
     def vehicle_at(self, x: float, y: float, along_x: bool, truck: bool = False) -> None:
         z0 = self.site.height_at(x, y)
-        self.census.vehicles.append(objects.vehicle(self.canvas, self.rng, x, y, z0, along_x, truck))
+        facts = objects.vehicle(self.canvas, self.rng, x, y, z0, along_x, truck)
+        self.census.vehicles.append({**facts, "xy": (x, y)})
+
+    def pole_at(self, x: float, y: float, arm: tuple[float, float]) -> None:
+        facts = objects.pole(self.canvas, self.rng, x, y, self.site.height_at(x, y), arm)
+        self.census.poles.append({**facts, "xy": (x, y)})
 
     def poles_along_roads(self, spacing: float) -> int:
         """Street lights on one side of every road, every ``spacing`` metres where the kerb is free."""
@@ -172,7 +200,6 @@ class SceneBuilder:
                 x, y = (t, kerb) if road.along_x else (kerb, t)
                 if not self.site.try_take((x - 0.4, x + 0.4, y - 0.4, y + 0.4)):
                     continue
-                arm = (0.0, -side) if road.along_x else (-side, 0.0)
-                self.census.poles.append(objects.pole(self.canvas, self.rng, x, y, self.site.height_at(x, y), arm))
+                self.pole_at(x, y, (0.0, -side) if road.along_x else (-side, 0.0))
                 placed += 1
         return placed

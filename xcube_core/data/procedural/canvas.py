@@ -25,25 +25,34 @@ class Canvas:
 
     Args:
         shape: voxels along (x, y, z).
-        voxel_size: edge length in metres; voxel (i, j, k) spans [i h, (i + 1) h) along x, etc.
+        voxel_size: edge length in metres; voxel (i, j, k) spans [ox + i h, ox + (i + 1) h) along x, etc.
+        origin: (ox, oy) metres of the canvas corner in the scene, so a canvas can be a window cut from
+            a larger scene: solids outside it are clipped away for free.
     """
 
-    def __init__(self, shape: tuple[int, int, int], voxel_size: float) -> None:
+    def __init__(self, shape: tuple[int, int, int], voxel_size: float,
+                 origin: tuple[float, float] = (0.0, 0.0)) -> None:
         self.shape = tuple(int(s) for s in shape)
         self.h = float(voxel_size)
+        self.origin = (float(origin[0]), float(origin[1]), 0.0)
         self.labels = np.zeros(self.shape, dtype=np.uint8)
+
+    def centres(self, axis: int) -> np.ndarray:
+        """Scene coordinates (metres) of the voxel centres along ``axis``."""
+        return (np.arange(self.shape[axis], dtype=np.float32) + 0.5) * self.h + self.origin[axis]
 
     # -- painting --------------------------------------------------------------------------------
     def _window(self, lo, hi):
         """Index slices and voxel-centre coordinates (broadcastable) of a metric bounding box."""
         slices, coords = [], []
         for axis in range(3):
-            i0 = max(0, int(math.floor(lo[axis] / self.h - 0.5)))
-            i1 = min(self.shape[axis], int(math.ceil(hi[axis] / self.h + 0.5)))
+            o = self.origin[axis]
+            i0 = max(0, int(math.floor((lo[axis] - o) / self.h - 0.5)))
+            i1 = min(self.shape[axis], int(math.ceil((hi[axis] - o) / self.h + 0.5)))
             if i1 <= i0:
                 return None, None
             slices.append(slice(i0, i1))
-            c = (np.arange(i0, i1, dtype=np.float32) + 0.5) * self.h
+            c = (np.arange(i0, i1, dtype=np.float32) + 0.5) * self.h + np.float32(o)
             coords.append(c.reshape([-1 if a == axis else 1 for a in range(3)]))
         return tuple(slices), coords
 

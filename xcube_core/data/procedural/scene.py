@@ -2,6 +2,10 @@
 
 ``generate_scene(seed)`` is deterministic in its seed: same seed and config, same voxels, same caption.
 Splits are disjoint seed ranges (`split_seed`). Units are metres, +Z up, ground at k = 0.
+
+A scene is a window cut from a larger site (`SceneConfig.context` metres more on every side, the window
+at a random offset), so streets, blocks and tree cover run across its borders as they would across
+the border of a tile cut from a big scene; nothing is framed around the window's middle.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import torch
 from xcube_core.classes import CLASS_NAMES
 from xcube_core.data.hierarchy import VoxelSample, build_hierarchy
 from xcube_core.data.procedural import objects
-from xcube_core.data.procedural.builder import SceneBuilder
+from xcube_core.data.procedural.builder import Census, SceneBuilder
 from xcube_core.data.procedural.canvas import Canvas
 from xcube_core.data.procedural.names import OBJECT_KINDS, SPLITS
 from xcube_core.data.procedural.captions import height_class, object_caption, scene_caption, tree_density
@@ -46,11 +50,26 @@ class SceneConfig:
         extent: (x, y) size in metres.
         height: z size in metres.
         voxel_size: finest voxel edge in metres.
+        context: metres of site laid out around the window on each side; the window sits at a random
+            offset at least `min(12, context)` metres from the site's edge. 0 = a site of exactly the
+            window (streets and parked cars then keep off its border).
     """
 
     extent: tuple[float, float] = (64.0, 64.0)
     height: float = 32.0
     voxel_size: float = 0.25
+    context: float = 32.0
+
+    def __post_init__(self) -> None:
+        if self.context < 0:
+            raise ValueError(f"context must be >= 0 metres, got {self.context}")
+
+    def window(self, seed: int) -> tuple[float, float, float, float]:
+        """``(x0, x1, y0, y1)``: where the window of scene ``seed`` lies in its site (whole metres)."""
+        keep = min(12.0, self.context)
+        rng = np.random.default_rng([seed, 11])  # its own stream: the layout's draws stay as they were
+        ox, oy = (float(np.floor(rng.uniform(keep, 2 * self.context - keep + 1e-9))) for _ in range(2))
+        return ox, ox + self.extent[0], oy, oy + self.extent[1]
 
     def grid_shape(self, num_levels: int) -> tuple[int, int, int]:
         """Finest grid size in voxels, rounded up to a multiple of 2**(num_levels - 1)."""
@@ -66,8 +85,15 @@ def _finest_level(canvas: Canvas, num_levels: int, voxel_size: float, shift=(0, 
                  normals=torch.from_numpy(normals), semantics=torch.from_numpy(classes), class_names=CLASS_NAMES)
 
 
-def _census_facts(builder: SceneBuilder, semantics: torch.Tensor, params) -> dict:
-    c = builder.census
+def _in_window(census: Census, window) -> Census:
+    """The census of the objects whose centre lies in ``window = (x0, x1, y0, y1)``."""
+    x0, x1, y0, y1 = window
+    keep = lambda rows: [r for r in rows if x0 <= r["xy"][0] < x1 and y0 <= r["xy"][1] < y1]  # noqa: E731
+    return Census(**{f.name: keep(getattr(census, f.name)) for f in dataclasses.fields(Census)})
+
+
+def _census_facts(builder: SceneBuilder, semantics: torch.Tensor, params, window) -> dict:
+    c = _in_window(builder.census, window)
     heights = [b["height"] for b in c.buildings]
     counts = torch.bincount(semantics, minlength=len(CLASS_NAMES)).double()
     frac = (counts / counts.sum().clamp(min=1)).tolist()
@@ -86,7 +112,7 @@ def _census_facts(builder: SceneBuilder, semantics: torch.Tensor, params) -> dic
         "vehicle_count": len(c.vehicles),
         "truck_count": sum(v["truck"] for v in c.vehicles),
         "pole_count": len(c.poles),
-        "has_water": bool(builder.site.water.any()),
+        "has_water": builder.site.water_within(window),
         "water_kind": "river" if params.style in ("riverside", "industrial") else "pond",
         "tree_fraction": frac[CLASS_NAMES.index("tree")] + frac[CLASS_NAMES.index("bush")],
         "building_fraction": frac[CLASS_NAMES.index("building")] + frac[CLASS_NAMES.index("roof")],
@@ -118,16 +144,21 @@ def generate_scene(seed: int, config: SceneConfig = SceneConfig(), num_levels: i
     rng = np.random.default_rng(seed)
     params = sample_params(rng, style, **overrides)
     shape = config.grid_shape(num_levels)
-    canvas = Canvas(shape, config.voxel_size)
-    site = Site(config.extent, rng, hilliness=params.hilliness)
-    builder = SceneBuilder(canvas, site, rng, max_height=config.height - GROUND_LEVEL - 3.0 - params.hilliness)
+    site_extent = (config.extent[0] + 2 * config.context, config.extent[1] + 2 * config.context)
+    window = config.window(seed) if config.context > 0 else (0.0, config.extent[0], 0.0, config.extent[1])
+    canvas = Canvas(shape, config.voxel_size, origin=(window[0], window[2]))
+    site = Site(site_extent, rng, hilliness=params.hilliness)
+    area_scale = site_extent[0] * site_extent[1] / (config.extent[0] * config.extent[1])
+    builder = SceneBuilder(canvas, site, rng, max_height=config.height - GROUND_LEVEL - 3.0 - params.hilliness,
+                           focus=window, area_scale=area_scale)
     layout(builder, params)
     site.paint_ground(canvas)
     finest = _finest_level(canvas, num_levels, config.voxel_size)
-    facts = _census_facts(builder, finest.semantics, params)
+    facts = _census_facts(builder, finest.semantics, params, window)
     caption = scene_caption(facts, np.random.default_rng([seed, 7]))
     metadata = {"kind": "procedural_scene", "seed": int(seed), "params": dataclasses.asdict(params),
                 **facts, "grid_shape": list(shape), "extent_m": [*config.extent, config.height],
+                "site_window_m": list(window), "site_extent_m": list(site_extent),
                 "normalization": {"mode": "metric", "voxel_size": config.voxel_size}}
     levels = build_hierarchy(finest, num_levels)
     metadata["seconds"] = time.perf_counter() - start

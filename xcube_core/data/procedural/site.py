@@ -105,22 +105,25 @@ class Site:
     # -- painting --------------------------------------------------------------------------------
     def paint_ground(self, canvas: Canvas) -> None:
         """Fill the ground columns: terrain, roads (flat asphalt), water (carved half a metre)."""
-        nx, ny, nz = canvas.shape
-        h = canvas.h
-        x = ((np.arange(nx) + 0.5) * h)[:, None]
-        y = ((np.arange(ny) + 0.5) * h)[None, :]
+        x = canvas.centres(0)[:, None]
+        y = canvas.centres(1)[None, :]
         top = self.terrain(x, y)
-        ci = np.minimum((x / self.cell).astype(np.int64), self.nx - 1)
-        cj = np.minimum((y / self.cell).astype(np.int64), self.ny - 1)
+        ci = np.clip((x / self.cell).astype(np.int64), 0, self.nx - 1)
+        cj = np.clip((y / self.cell).astype(np.int64), 0, self.ny - 1)
         water = self.water[ci, cj]
         road = self.road[ci, cj]
         top = np.where(water, top - WATER_DEPTH, top)
         cls = np.where(water, WATER, np.where(road, ROAD, GROUND)).astype(np.uint8) + 1
-        z = (np.arange(nz, dtype=np.float32) + 0.5) * h
+        z = canvas.centres(2)
         below = z[None, None, :] < top[:, :, None]
         below[:, :, 0] = True  # at least one voxel of ground everywhere
         below &= canvas.labels == 0  # objects reaching into the ground keep their labels
         canvas.labels[below] = np.broadcast_to(cls[:, :, None], below.shape)[below]
+
+    def water_within(self, rect) -> bool:
+        """Whether any water cell lies in ``rect = (x0, x1, y0, y1)``."""
+        si, sj, _ = self._cells(rect)
+        return bool(self.water[si, sj].any())
 
     def fraction(self, which: str) -> float:
         grid = {"road": self.road, "water": self.water, "taken": self.taken}[which]

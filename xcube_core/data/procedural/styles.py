@@ -79,9 +79,26 @@ def sample_params(rng: np.random.Generator, style: str | None = None, **override
 
 
 def layout(builder: SceneBuilder, params: SceneParams) -> None:
-    """Place the style's roads, water, buildings, vegetation and street furniture."""
+    """Place the style's roads, water, buildings, vegetation and street furniture.
+
+    The counts in ``params`` are meant for the styles' reference area (a 64 m square); a larger site
+    gets proportionally more (`SceneBuilder.area_scale`), so any window of it looks alike.
+    """
+    params = dataclasses.replace(params, tree_count=builder.per_area(params.tree_count),
+                                 vehicle_count=builder.per_area(params.vehicle_count))
     {"downtown": _downtown, "suburban": _suburban, "park": _park, "industrial": _industrial,
      "rural": _rural, "parking_lot": _parking_lot, "riverside": _riverside}[params.style](builder, params)
+
+
+def _parallel(first: float, spacing: float, span: float) -> list[float]:
+    """Positions ``first + k * spacing`` (k of either sign) that lie inside ``(0, span)``."""
+    k0 = -int(first // spacing)
+    return [first + k * spacing for k in range(k0, k0 + int(span // spacing) + 2) if 0.0 < first + k * spacing < span]
+
+
+def _along_axis_count(b: SceneBuilder) -> int:
+    """How many once-per-reference-scene strips (a path, a lane) a site of this size gets per axis."""
+    return max(1, int(round(b.area_scale ** 0.5)))
 
 
 def _height(b: SceneBuilder, mean: float, spread: float = 0.25) -> float:
@@ -120,7 +137,7 @@ def _downtown(b: SceneBuilder, p: SceneParams) -> None:
     ex, ey = b.site.extent
     b.grid_roads(spacing=b.rng.uniform(26, 36), width=b.rng.uniform(7, 10))
     if p.has_water:
-        b.site.add_pond(*(b.rng.uniform(0.15, 0.85, 2) * (ex, ey)), 5.0, 4.0)
+        b.site.add_pond(*b.in_focus(*b.rng.uniform(-0.1, 1.1, 2)), 5.0, 4.0)
     for block in _blocks(b, 0, 0):
         tiers = int(b.rng.integers(1, 4))
         _fill_block(b, block, p, ("flat", "pyramid"), (0.85, 0.15), (9, 16), tiers=tiers,
@@ -134,26 +151,30 @@ def _downtown(b: SceneBuilder, p: SceneParams) -> None:
 def _suburban(b: SceneBuilder, p: SceneParams) -> None:
     ex, ey = b.site.extent
     w = b.rng.uniform(6, 8)
-    mid = ey * b.rng.uniform(0.4, 0.6)
-    b.road((0.0, ex, mid - w / 2, mid + w / 2), along_x=True)
-    if b.rng.random() < 0.5:
-        cx = ex * b.rng.uniform(0.3, 0.7)
-        b.road((cx - w / 2, cx + w / 2, 0.0, mid - w / 2), along_x=False)
+    mid = b.rng.uniform(0.0, ey)
+    streets = _parallel(mid, b.rng.uniform(52, 64), ey)  # one street per reference scene, repeated
+    for k, y in enumerate(streets):
+        b.road((0.0, ex, y - w / 2, y + w / 2), along_x=True)
+        if b.rng.random() < 0.5:  # a side street down to the previous street (or the scene edge)
+            cx = b.rng.uniform(w, ex - w)
+            below = streets[k - 1] + w / 2 if k else 0.0
+            b.road((cx - w / 2, cx + w / 2, below, y - w / 2), along_x=False)
     if p.has_water:
-        b.site.add_pond(ex * b.rng.uniform(0.15, 0.85), b.rng.choice([0.12 * ey, 0.88 * ey]), 4.0, 3.0)
-    for side in (-1, 1):  # houses facing the street, set back from it
-        setback = b.rng.uniform(3.5, 6.0)
-        x = b.rng.uniform(1, 4)
-        while x < ex - 8:
-            plot = b.rng.uniform(12, 16)
-            if b.rng.random() < p.building_density:
-                hw, hd = b.rng.uniform(7, 11), b.rng.uniform(7, 11)
-                y0 = mid + w / 2 + setback if side > 0 else mid - w / 2 - setback - hd
-                roof = str(b.rng.choice(("gabled", "hipped", "flat"), p=(0.6, 0.3, 0.1)))
-                b.building((x, x + hw, y0, y0 + hd), _height(b, p.building_height, 0.15), roof, margin=0.5)
-            x += plot
+        b.site.add_pond(*b.in_focus(*b.rng.uniform(-0.1, 1.1, 2)), 4.0, 3.0)
+    for y in streets:
+        for side in (-1, 1):  # houses facing the street, set back from it
+            setback = b.rng.uniform(3.5, 6.0)
+            x = b.rng.uniform(1, 4)
+            while x < ex - 8:
+                plot = b.rng.uniform(12, 16)
+                if b.rng.random() < p.building_density:
+                    hw, hd = b.rng.uniform(7, 11), b.rng.uniform(7, 11)
+                    y0 = y + w / 2 + setback if side > 0 else y - w / 2 - setback - hd
+                    roof = str(b.rng.choice(("gabled", "hipped", "flat"), p=(0.6, 0.3, 0.1)))
+                    b.building((x, x + hw, y0, y0 + hd), _height(b, p.building_height, 0.15), roof, margin=0.5)
+                x += plot
     b.trees(p.tree_count, kinds=("oak", "conifer"), kind_p=(0.8, 0.2))
-    b.bushes(int(b.rng.integers(8, 25)))
+    b.bushes(b.per_area(b.rng.integers(8, 25)))
     b.vehicles_on_roads(p.vehicle_count)
     b.poles_along_roads(spacing=b.rng.uniform(20, 30))
 
@@ -161,33 +182,36 @@ def _suburban(b: SceneBuilder, p: SceneParams) -> None:
 def _park(b: SceneBuilder, p: SceneParams) -> None:
     ex, ey = b.site.extent
     if p.has_water:
-        b.site.add_pond(ex * b.rng.uniform(0.3, 0.7), ey * b.rng.uniform(0.3, 0.7),
-                        b.rng.uniform(6, 13), b.rng.uniform(5, 10))
+        b.site.add_pond(*b.in_focus(*b.rng.uniform(0.0, 1.0, 2)), b.rng.uniform(6, 13), b.rng.uniform(5, 10))
     w = b.rng.uniform(2.5, 3.5)
-    y = ey * b.rng.uniform(0.15, 0.85)
-    b.road((0.0, ex, y - w / 2, y + w / 2), along_x=True)
-    if b.rng.random() < 0.6:
-        x = ex * b.rng.uniform(0.15, 0.85)
-        b.road((x - w / 2, x + w / 2, 0.0, ey), along_x=False)
-    if b.rng.random() < p.building_density:  # a pavilion
-        b.random_building((4, 7), p.building_height, ("hipped", "pyramid"))
+    for _ in range(_along_axis_count(b)):
+        y = ey * b.rng.uniform(0.05, 0.95)
+        b.road((0.0, ex, y - w / 2, y + w / 2), along_x=True)
+        if b.rng.random() < 0.6:
+            x = ex * b.rng.uniform(0.05, 0.95)
+            b.road((x - w / 2, x + w / 2, 0.0, ey), along_x=False)
+    for _ in range(max(1, b.per_area(1))):
+        if b.rng.random() < p.building_density:  # a pavilion
+            b.random_building((4, 7), p.building_height, ("hipped", "pyramid"))
     b.trees(p.tree_count, kinds=("oak", "conifer", "poplar"), kind_p=(0.6, 0.25, 0.15))
-    b.bushes(int(b.rng.integers(15, 40)))
+    b.bushes(b.per_area(b.rng.integers(15, 40)))
     b.poles_along_roads(spacing=b.rng.uniform(15, 25))
 
 
 def _industrial(b: SceneBuilder, p: SceneParams) -> None:
     ex, ey = b.site.extent
     w = b.rng.uniform(8, 11)
-    mid = ey * b.rng.uniform(0.35, 0.65)
-    b.road((0.0, ex, mid - w / 2, mid + w / 2), along_x=True)
+    mid = b.rng.uniform(0.0, ey)
+    for y in _parallel(mid, b.rng.uniform(60, 80), ey):
+        b.road((0.0, ex, y - w / 2, y + w / 2), along_x=True)
     if p.has_water:
-        b.site.add_river((0.0, ex, 0.0, 5.0))
-    count = 2 + int(round(4 * p.building_density))
+        y = b.in_focus(0.0, b.rng.uniform(0.0, 0.9))[1]
+        b.site.add_river((0.0, ex, y, y + 5.0))
+    count = b.per_area(2 + 4 * p.building_density)
     for _ in range(count):
         b.random_building((14, 34), _height(b, p.building_height, 0.2), ("flat", "gabled"), (0.5, 0.5),
                           margin=2.0)
-    for _ in range(int(b.rng.integers(0, 4))):  # silos
+    for _ in range(b.per_area(b.rng.integers(0, 4))):  # silos
         r = b.rng.uniform(1.8, 3.2)
         b.random_building((2 * r, 2 * r), b.rng.uniform(10, 18), ("flat",), round_tower=True, margin=1.0)
     b.vehicles_on_roads(p.vehicle_count, truck_p=0.5)
@@ -198,18 +222,19 @@ def _industrial(b: SceneBuilder, p: SceneParams) -> None:
 def _rural(b: SceneBuilder, p: SceneParams) -> None:
     ex, ey = b.site.extent
     w = b.rng.uniform(3.5, 5)
-    x = ex * b.rng.uniform(0.2, 0.8)
-    b.road((x - w / 2, x + w / 2, 0.0, ey), along_x=False)
+    for _ in range(_along_axis_count(b)):
+        x = b.rng.uniform(w, ex - w)
+        b.road((x - w / 2, x + w / 2, 0.0, ey), along_x=False)
     if p.has_water:
-        b.site.add_pond(ex * b.rng.uniform(0.2, 0.8), ey * b.rng.uniform(0.2, 0.8), b.rng.uniform(4, 9),
-                        b.rng.uniform(3, 7))
-    b.random_building((7, 11), _height(b, p.building_height, 0.15), ("gabled", "hipped"))  # farmhouse
-    if b.rng.random() < p.building_density:  # barn
-        b.random_building((12, 20), _height(b, p.building_height * 1.2, 0.1), ("gabled",), margin=2.0)
-    if b.rng.random() < 0.5:
-        b.random_building((5, 8), _height(b, p.building_height * 0.6, 0.1), ("gabled", "flat"))
+        b.site.add_pond(*b.in_focus(*b.rng.uniform(-0.1, 1.1, 2)), b.rng.uniform(4, 9), b.rng.uniform(3, 7))
+    for _ in range(max(1, b.per_area(1))):  # one farmstead per reference scene
+        b.random_building((7, 11), _height(b, p.building_height, 0.15), ("gabled", "hipped"))  # farmhouse
+        if b.rng.random() < p.building_density:  # barn
+            b.random_building((12, 20), _height(b, p.building_height * 1.2, 0.1), ("gabled",), margin=2.0)
+        if b.rng.random() < 0.5:
+            b.random_building((5, 8), _height(b, p.building_height * 0.6, 0.1), ("gabled", "flat"))
     b.trees(p.tree_count, kinds=("oak", "conifer", "poplar"), kind_p=(0.5, 0.35, 0.15))
-    b.bushes(int(b.rng.integers(3, 12)))
+    b.bushes(b.per_area(b.rng.integers(3, 12)))
     b.vehicles_on_roads(p.vehicle_count, truck_p=0.3)
 
 
@@ -230,22 +255,16 @@ def _parking_lot(b: SceneBuilder, p: SceneParams) -> None:
     for x in np.arange(lot[0] + 8, lot[1] - 4, b.rng.uniform(14, 20)):  # light masts between rows
         for y in rows[:-1:2] + 3.4:
             if store is None or not (x < store[1] + 1.0 and y > store[2] - 1.0):
-                b.census.poles.append(_pole(b, x, y))
+                b.pole_at(x, y, (1.0, 0.0))
     border = [(x, y) for x in np.linspace(2.5, ex - 2.5, 9) for y in (2.5, ey - 2.5)]
     b.trees(p.tree_count, kinds=("oak", "poplar"), near=[border[i] for i in b.rng.permutation(len(border))],
             clearance=1.0)
 
 
-def _pole(b: SceneBuilder, x: float, y: float) -> dict:
-    from xcube_core.data.procedural.objects import pole
-
-    return pole(b.canvas, b.rng, x, y, b.site.height_at(x, y), (1.0, 0.0))
-
-
 def _riverside(b: SceneBuilder, p: SceneParams) -> None:
     ex, ey = b.site.extent
     rw = b.rng.uniform(8, 14)
-    ry = ey * b.rng.uniform(0.2, 0.35)
+    ry = b.in_focus(0.0, b.rng.uniform(0.0, 0.6))[1]
     b.site.add_river((0.0, ex, ry - rw / 2, ry + rw / 2))
     w = b.rng.uniform(6, 8)
     road_y = ry + rw / 2 + b.rng.uniform(4, 7) + w / 2
