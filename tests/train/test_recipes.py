@@ -217,5 +217,7 @@ def test_replacing_one_network_keeps_the_rest_and_the_sampler_defaults(data4, re
     other = DiffusionTask(0, data4, {"recipe": str(recipe_file), "vae_path": str(runs / "vae0" / "model"),
                                      "latent_scale": 2.0})
     other.export(other.build_model(), tmp_path / "other0")
-    with pytest.raises(ModelLoadError, match="latent scale"):
-        replace_parts(base, tmp_path / "x", {"level0/unet": tmp_path / "other0"}, None)
+    # a U-Net trained on other data measured another latent scale: it brings it along
+    rescaled = replace_parts(base, tmp_path / "x", {"level0/unet": tmp_path / "other0"}, None)
+    assert [lv["latent_scale"] for lv in json.loads((rescaled / "pipeline.json").read_text())["levels"]] == [2.0, 1.5]
+    assert XCubePipeline.from_pretrained(rescaled).levels[0].latent_scale == 2.0

@@ -137,7 +137,10 @@ def replace_parts(base: pathlib.Path, out: pathlib.Path, parts: dict[str, pathli
 
     Raises:
         ModelLoadError: ``base`` is not a pipeline, a part is not one of its networks, or a model
-            folder holds another class of network or another latent scale than the base.
+            folder holds another class of network than the base.
+
+    A swapped U-Net brings the latent scale its training measured (on the same VAE, but perhaps other
+    data) into ``pipeline.json``: the scale belongs to the latents the U-Net learned.
     """
     if not (base / PIPELINE_FILE).is_file():
         raise ModelLoadError(f"--base {base} has no {PIPELINE_FILE}; pass a pipeline folder")
@@ -160,9 +163,8 @@ def replace_parts(base: pathlib.Path, out: pathlib.Path, parts: dict[str, pathli
             raise ModelLoadError(f"--replace {key}: {src} holds a {new.get('class')}, {base} a {old.get('class')}")
         i = int(level[5:])
         scale = new.get("extra", {}).get("latent_scale")
-        if name == "unet" and scale is not None and abs(scale - meta["levels"][i]["latent_scale"]) > 1e-9:
-            raise ModelLoadError(f"--replace {key}: {src} was trained at latent scale {scale}, the base "
-                                 f"uses {meta['levels'][i]['latent_scale']}; assemble from runs instead")
+        if name == "unet" and scale is not None:  # the scale its training measured on its data goes with it
+            meta["levels"][i]["latent_scale"] = float(scale)
         sched = (dest / SCHEDULER_FILE).read_bytes() if (dest / SCHEDULER_FILE).is_file() else None
         _copy_part(src, dest, dtype)
         if sched is not None:
@@ -175,7 +177,7 @@ def replace_parts(base: pathlib.Path, out: pathlib.Path, parts: dict[str, pathli
         atomic_write_text(out / "recipe.json", json.dumps(recipe, indent=2) + "\n")
     if model_id:
         meta["model_id"] = model_id
-        atomic_write_text(out / PIPELINE_FILE, json.dumps(meta, indent=2) + "\n")
+    atomic_write_text(out / PIPELINE_FILE, json.dumps(meta, indent=2) + "\n")
     return out
 
 
