@@ -88,8 +88,11 @@ def _finest_level(canvas: Canvas, num_levels: int, voxel_size: float, shift=(0, 
 def _in_window(census: Census, window) -> Census:
     """The census of the objects whose centre lies in ``window = (x0, x1, y0, y1)``."""
     x0, x1, y0, y1 = window
-    keep = lambda rows: [r for r in rows if x0 <= r["xy"][0] < x1 and y0 <= r["xy"][1] < y1]  # noqa: E731
-    return Census(**{f.name: keep(getattr(census, f.name)) for f in dataclasses.fields(Census)})
+
+    def inside(rows: list[dict]) -> list[dict]:
+        return [r for r in rows if x0 <= r["xy"][0] < x1 and y0 <= r["xy"][1] < y1]
+
+    return Census(**{f.name: inside(getattr(census, f.name)) for f in dataclasses.fields(Census)})
 
 
 def _census_facts(builder: SceneBuilder, semantics: torch.Tensor, params, window) -> dict:
