@@ -18,7 +18,7 @@ DATA="${DATA:-.cache/data/scenes}"
 RUNS="${RUNS:-.cache/runs}"
 SCALE="${STEPS_SCALE:-1}"
 INIT_FROM="${INIT_FROM:-xcube_core/assets/default_model}"   # the last shipped model
-MODEL_ID="${MODEL_ID:-xcube-procedural-v4}"
+MODEL_ID="${MODEL_ID:-xcube-procedural-v5}"
 RECORD="${RECORD:-docs/default-model-record}"
 ASSEMBLE_OUT="${ASSEMBLE_OUT:-xcube_core/assets/default_model}"
 RECIPE_ARGS=(); [[ -n "${RECIPE:-}" ]] && RECIPE_ARGS=(--recipe "$RECIPE")
@@ -26,20 +26,20 @@ export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 x=".venv/bin/xcube"
 steps() { python3 -c "print(max(1, int($1 * $SCALE)))"; }
 
-# 1. data: 1600 train / 32 val / 64 test scenes, 64 m x 64 m at 0.25 m (seeds fixed by split; v1-v3
-# trained on the first 400 train scenes, v4's level-0 U-Net on 1600: its validation loss fell
-# 0.612 -> 0.562, docs/default-model.md round 5; the same seeds give the same scenes on a re-run).
-# Since v5 every scene is a window cut from a site 32 m larger on each side (`--context`, the CLI's
-# default), so nothing in the data is framed around its middle: the marker names the windowed set.
-if [[ ! -f "$DATA/.complete-1600-windowed" ]]; then
+# 1. data: 3200 train / 32 val / 64 test scenes, 64 m x 64 m at 0.25 m (seeds fixed by split, so a
+# re-run makes the same scenes). Since v5 every scene is a window cut from a site 32 m larger on each
+# side (`--context`, the CLI's default), so nothing in the data is framed around its middle
+# (docs/scenes.md round 6); v1-v4 trained on framed scenes (`--context 0`), v4's level-0 U-Net on
+# 1600 of them. The marker names the windowed set, so an old folder is not taken for it.
+if [[ ! -f "$DATA/.complete-3200-windowed" ]]; then
   if [[ -f "$DATA/.complete-1600" ]]; then
     echo "[train] $DATA holds the framed scenes of v1-v4: choose another DATA folder or delete it" >&2
     exit 2
   fi
-  $x data procedural --out "$DATA" --count 1600 --split train --workers 2
+  $x data procedural --out "$DATA" --count 3200 --split train --workers 2
   $x data procedural --out "$DATA" --count 32 --split val --workers 2
   $x data procedural --out "$DATA" --count 64 --split test --workers 2
-  touch "$DATA/.complete-1600-windowed"
+  touch "$DATA/.complete-3200-windowed"
 fi
 
 # the record folder of this training session: chosen once per RUNS folder, so re-runs reuse it
@@ -91,8 +91,9 @@ train() {  # kind level steps batch lr [task options...]
 train vae 0 7000 2 5e-4 --warmup-steps 50 --lr-schedule cosine
 train vae 1 8000 4 3e-4 -o crop=64 -o freeze_encoder=true --warmup-steps 50 --lr-schedule cosine
 # 3. diffusion on the frozen VAEs' latents, and refinement on noised-posterior decodings
-# (level 0's U-Net takes the known latent and its mask since v4: the recipe's known_inputs)
-train diffusion 0 7000 8 2e-4 -o vae_path="$RUNS/vae0/model" -o recaption=1.0 --warmup-steps 50 --lr-schedule cosine
+# (level 0's U-Net takes the known latent and its mask since v4: the recipe's known_inputs; v5's
+# ran 4500 steps on 1600 windowed scenes, then 5000 on 3200, both at lr 2e-4 with a cosine schedule)
+train diffusion 0 5000 8 2e-4 -o vae_path="$RUNS/vae0/model" -o recaption=1.0 --warmup-steps 50 --lr-schedule cosine
 train diffusion 1 3200 4 3e-4 -o vae_path="$RUNS/vae1/model" -o crop=128 -o recaption=1.0 --warmup-steps 50
 # refinement nets: not shipped (v1's lowered IoU, 0.83 -> 0.68 at level 0), so trained only on request
 if [[ "${TRAIN_REFINE:-0}" == 1 ]]; then
