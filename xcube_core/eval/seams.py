@@ -159,7 +159,10 @@ def box_seam_scores(level: Level, box, extent: tuple[int, int], half: int = 1, c
         else:  # the lines of every copy, over the box's columns
             shifts, span = [k * extent[1] for k in range(copies)], (ohi - olo, extent[1])
         keep = (other >= olo) & (other < ohi)
-        lines = lambda ps: [(axis, p + d) for d in shifts for p in ps]  # noqa: E731
+
+        def lines(positions, axis=axis, shifts=shifts):  # every copy's lines
+            return [(axis, p + d) for d in shifts for p in positions]
+
         out[name] = seam_scores(select(level, keep), lines(borders), lines(interiors), span, half)["ratio"]
     if not out:
         raise ValueError(f"box {box} has no edge inside the scene of {extent} columns")

@@ -52,7 +52,7 @@ class Canvas:
             if i1 <= i0:
                 return None, None
             slices.append(slice(i0, i1))
-            c = (np.arange(i0, i1, dtype=np.float32) + 0.5) * self.h + np.float32(o)
+            c = self.centres(axis)[i0:i1]
             coords.append(c.reshape([-1 if a == axis else 1 for a in range(3)]))
         return tuple(slices), coords
 

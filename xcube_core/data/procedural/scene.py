@@ -65,7 +65,8 @@ class SceneConfig:
             raise ValueError(f"context must be >= 0 metres, got {self.context}")
 
     def window(self, seed: int) -> tuple[float, float, float, float]:
-        """``(x0, x1, y0, y1)``: where the window of scene ``seed`` lies in its site (whole metres)."""
+        """``(x0, x1, y0, y1)``: where the window of scene ``seed`` lies in its site (whole metres; at
+        the origin when ``context`` is 0)."""
         keep = min(12.0, self.context)
         rng = np.random.default_rng([seed, 11])  # its own stream: the layout's draws stay as they were
         ox, oy = (float(np.floor(rng.uniform(keep, 2 * self.context - keep + 1e-9))) for _ in range(2))
@@ -148,7 +149,7 @@ def generate_scene(seed: int, config: SceneConfig = SceneConfig(), num_levels: i
     params = sample_params(rng, style, **overrides)
     shape = config.grid_shape(num_levels)
     site_extent = (config.extent[0] + 2 * config.context, config.extent[1] + 2 * config.context)
-    window = config.window(seed) if config.context > 0 else (0.0, config.extent[0], 0.0, config.extent[1])
+    window = config.window(seed)
     canvas = Canvas(shape, config.voxel_size, origin=(window[0], window[2]))
     site = Site(site_extent, rng, hilliness=params.hilliness)
     area_scale = site_extent[0] * site_extent[1] / (config.extent[0] * config.extent[1])
