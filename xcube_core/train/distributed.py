@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import gc
 import logging
 import os
 from typing import Iterator
@@ -79,10 +80,21 @@ def init_distributed(device: torch.device, timeout_s: float = 600.0) -> DistInfo
     return DistInfo(rank=rank, world_size=world, local_rank=local, backend=backend, owns_group=True)
 
 
-def shutdown_distributed(info: DistInfo) -> None:
-    """Destroy the process group started by :func:`init_distributed` (no-op for one process)."""
-    if info.owns_group and dist.is_initialized():
-        dist.destroy_process_group()
+def shutdown_distributed(info: DistInfo, finished: bool = True) -> None:
+    """Destroy the process group started by :func:`init_distributed` (no-op for one process).
+
+    Objects that still hold the group (DDP's reducer, gloo work in reference cycles) are collected
+    first, while the group and the interpreter are alive: left to interpreter exit, gloo's worker
+    threads can outlive them and abort the process after a run that finished. When every rank
+    ``finished`` its job, they meet at a barrier so that no rank tears its connections down while
+    another is still using them; after a failure there is no barrier (the other ranks may never come).
+    """
+    if not (info.owns_group and dist.is_initialized()):
+        return
+    gc.collect()
+    if finished:
+        dist.barrier()
+    dist.destroy_process_group()
 
 
 def all_gather_tensors(tensors: dict[str, torch.Tensor], info: DistInfo, device: torch.device) -> list[dict[str, torch.Tensor]]:

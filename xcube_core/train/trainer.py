@@ -200,11 +200,14 @@ class Trainer:
         device = resolve_device(self.config, int(os.environ.get("LOCAL_RANK", "0")))
         info = init_distributed(device)
         devices = [device] if device.type == "cuda" else []
+        finished = False
         try:
             with torch.random.fork_rng(devices=devices):  # seeding below never leaks to the caller
-                return job(device, info)
+                result = job(device, info)
+            finished = True
+            return result
         finally:
-            shutdown_distributed(info)
+            shutdown_distributed(info, finished=finished)
 
     def _setup(self, device: torch.device, info: DistInfo, with_data: bool = True) -> _Run:
         cfg = self.config
