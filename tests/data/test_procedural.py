@@ -175,6 +175,19 @@ def test_the_census_counts_what_stands_in_the_window():
     assert 0 < s.metadata["building_count"] < full.metadata["building_count"]
 
 
+def test_a_larger_scene_holds_as_many_trees_and_cars_per_square_metre():
+    """Counts are meant for a 64 m square: a 192 m scene (a big site, or a site to cut tiles from, as
+    the per-tile floor of `xcube bench extent` does) gets 9x as many, not as many as one 64 m scene."""
+    def share(extent, seeds, cls):
+        config = SceneConfig(voxel_size=1.0, extent=(extent, extent))
+        lv = [generate_scene(s, config, num_levels=1, style="suburban").levels[-1] for s in seeds]
+        return sum(int((v.semantics == CLASS_NAMES.index(cls)).sum()) for v in lv) / (len(lv) * extent ** 2)
+
+    for cls in ("tree", "vehicle"):
+        small, large = share(64.0, range(40, 52), cls), share(192.0, range(40, 43), cls)
+        assert 0.6 < large / small < 1.6, (cls, small, large)
+
+
 def test_negative_context_is_refused():
     with pytest.raises(ValueError, match="context"):
         SceneConfig(context=-1.0)

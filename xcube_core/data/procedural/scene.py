@@ -26,7 +26,7 @@ from xcube_core.data.procedural.canvas import Canvas
 from xcube_core.data.procedural.names import OBJECT_KINDS, SPLITS
 from xcube_core.data.procedural.captions import height_class, object_caption, scene_caption, tree_density
 from xcube_core.data.procedural.site import GROUND_LEVEL, Site
-from xcube_core.data.procedural.styles import layout, sample_params
+from xcube_core.data.procedural.styles import REFERENCE_AREA_M2, layout, sample_params
 from xcube_core.level import Level
 
 _SPLIT_BASE = {"train": 0, "val": 10_000_000, "test": 20_000_000}
@@ -152,7 +152,8 @@ def generate_scene(seed: int, config: SceneConfig = SceneConfig(), num_levels: i
     window = config.window(seed)
     canvas = Canvas(shape, config.voxel_size, origin=(window[0], window[2]))
     site = Site(site_extent, rng, hilliness=params.hilliness)
-    area_scale = site_extent[0] * site_extent[1] / (config.extent[0] * config.extent[1])
+    # counts follow the site's area, so a 640 m scene holds as many trees per hectare as a 64 m one
+    area_scale = site_extent[0] * site_extent[1] / REFERENCE_AREA_M2
     builder = SceneBuilder(canvas, site, rng, max_height=config.height - GROUND_LEVEL - 3.0 - params.hilliness,
                            focus=window, area_scale=area_scale)
     layout(builder, params)
