@@ -174,6 +174,16 @@ def test_bench_extent_compares_tiling_with_one_scaled_piece(pipe, tmp_path, caps
     data = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["data_tiles"]
     assert data["tiles"] == len(plan_tiles((16, 16), (8, 8), 2, 1).tiles())
     assert all(0.0 < v <= 1.5 for v in data["seam_ratio"].values())
+    # per-tile quality from several scenes, and the same protocol on the data (the measure's floor)
+    assert main(["bench", "extent", "--model", str(model), "--extent", "32x32", "--steps", "2", "--levels", "1",
+                 "--nna", "6", "--nna-scenes", "3", "--nna-boxes", "grid", "--data-style", "suburban",
+                 "--json"]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["per_tile_1nna"]["n"] == 6 and report["per_tile_1nna"]["scenes"] == 3
+    floor = report["data_tiles"]["per_tile_1nna"]
+    assert floor["n"] == 6 and floor["sites"] == 3 and 0.0 <= floor["1-NNA-CD"] <= 1.0
+    assert main(["bench", "extent", "--model", str(model), "--nna", "2", "--nna-scenes", "0"]) == 2
+    assert "--nna-scenes" in capsys.readouterr().err
     assert main(["bench", "extent", "--model", str(model), "--data-style", "moon"]) == 2
     assert "suburban" in capsys.readouterr().err
     assert main(["bench", "extent", "--model", str(model), "--extent", "32x16", "--steps", "2", "--levels", "1",

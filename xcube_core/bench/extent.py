@@ -4,6 +4,13 @@ Prints per level the tiles, voxels and seconds, the process's peak resident memo
 score (border/interior ratios of occupancy, class histogram and continuity; `xcube_core.eval.seams`).
 ``--baseline`` also runs the same scene with tiles that ignore their neighbours, for comparison;
 ``--resample`` compares RePaint resampling rounds. ``--preview`` writes a PNG of the finest level.
+
+``--nna N`` scores per-tile quality: 1-NNA (Chamfer) of N native-size boxes cut from the scene (or
+from ``--nna-scenes K`` scenes, seeds ``seed .. seed+K-1``) against N single-tile generations. Boxes
+of one scene share its layout, style and density, so they are each other's nearest neighbours more
+often than independent tiles are: with ``--data-style`` the same protocol is run on procedural data
+(boxes cut from K sites of the same extent against N independent windows), which is what the data
+distribution itself scores, the measure's floor.
 """
 
 from __future__ import annotations
@@ -36,13 +43,18 @@ def add_arguments(parser) -> None:
                         help="with --nna: cut the scene's own level-0 tiles (their windows, which overlap their "
                              "neighbours by the overlap), or a 64 m grid from the corner without overlap (boxes "
                              "that straddle tiles) (default tiles)")
+    parser.add_argument("--nna-scenes", type=int, default=1, metavar="K",
+                        help="with --nna: cut the N boxes from K scenes (seeds SEED..SEED+K-1, N/K boxes each, "
+                             "in raster order) instead of one (default 1)")
     parser.add_argument("--compare-scale", action="store_true",
                         help="with --nna: also make the scene in one piece with --scale and score its tiles "
                              "against the same single-tile generations (square extents of 2..8 boxes)")
     parser.add_argument("--data-style", default=None, metavar="STYLE",
                         help="also score a scene tiled from procedural data scenes of STYLE (or 'mixed'), each "
                              "keeping its tile's share: what a model matching the data tile by tile scores at "
-                             "level 0 without conditioning (the seam score's reference)")
+                             "level 0 without conditioning (the seam score's reference); with --nna also the "
+                             "per-tile 1-NNA of boxes cut the same way from procedural sites of STYLE and the "
+                             "extent against independent scenes of STYLE (the per-tile measure's floor)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
 
 
@@ -50,13 +62,14 @@ def _peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2
 
 
-def _one(pipe, args, extent, resample, hold) -> dict:
+def _one(pipe, args, extent, resample, hold, seed=None) -> dict:
     from xcube_core.eval.seams import seam_scores
     from xcube_core.tiling import generate_extent, merge_tiles
 
     t0 = time.perf_counter()
     tiles = []
-    for t in generate_extent(pipe, args.prompt, extent, seed=args.seed, steps=args.steps, num_levels=args.levels,
+    seed = args.seed if seed is None else seed
+    for t in generate_extent(pipe, args.prompt, extent, seed=seed, steps=args.steps, num_levels=args.levels,
                              overlap_m=args.overlap, halo=args.halo, fine_tile_m=args.fine_tile,
                              resample=resample, hold=hold):
         tiles.append(t)
@@ -76,28 +89,62 @@ def _one(pipe, args, extent, resample, hold) -> dict:
     return out
 
 
-def per_tile_nna(pipe, args, scene_level, boxes, singles=None):
-    """1-NNA (Chamfer) of tiles cut from a finished scene's finest level (each a native-size box) vs
-    single-tile generations with other seeds. Returns (report, single-tile clouds) so that another
-    scene can be compared against the same singles."""
+def per_tile_nna(pipe, args, pieces, singles=None):
+    """1-NNA (Chamfer) of native-size boxes cut from finished scenes' finest levels (``pieces``: a list
+    of (level, box)) vs single-tile generations with other seeds. Returns (report, single-tile clouds)
+    so that other scenes can be compared against the same singles."""
     import torch
 
     from xcube_core.eval.metrics import distribution_metrics
     from xcube_core.eval.pointclouds import level_point_cloud
     from xcube_core.inpaint import crop, level_factor
 
-    f = level_factor(pipe.voxel_sizes, scene_level.index)
+    index = pieces[0][0].index
     gen = torch.Generator().manual_seed(0)
-    cut = [level_point_cloud(crop(scene_level, box, f), 2048, generator=gen) for box in boxes]
+    cut = [level_point_cloud(crop(level, box, level_factor(pipe.voxel_sizes, index)), 2048, generator=gen)
+           for level, box in pieces]
     if singles is None:
         single = []
-        for k in range(len(boxes)):
-            levels = list(pipe.generate(args.prompt, seed=1000 + k, steps=args.steps,
-                                        num_levels=scene_level.index + 1))
+        for k in range(len(pieces)):
+            levels = list(pipe.generate(args.prompt, seed=1000 + k, steps=args.steps, num_levels=index + 1))
             single.append(level_point_cloud(levels[-1], 2048, generator=gen))
         singles = torch.stack(single)
     m = distribution_metrics(torch.stack(cut), singles[: len(cut)])
-    return {"n": len(boxes), "level": scene_level.index, **{k: round(v, 4) for k, v in m.items()}}, singles
+    return {"n": len(pieces), "level": index, **{k: round(v, 4) for k, v in m.items()}}, singles
+
+
+def spread_boxes(scenes, boxes, n):
+    """(scene, box) pairs: ceil(n / len(scenes)) boxes of each scene in raster order, n in all."""
+    per = -(-n // len(scenes))
+    return [(scene, box) for scene in scenes for box in boxes[:per]][:n]
+
+
+def data_per_tile_nna(pipe, args, extent, boxes) -> dict:
+    """The per-tile protocol on procedural data: boxes cut from ``--nna-scenes`` sites of the extent
+    (level 0 of the model's voxel, test-split seeds that follow ``--seed``) against as many independent scenes of the model's
+    box; what the data distribution itself scores (1-NNA above 50 % from boxes sharing a site)."""
+    import torch
+
+    from xcube_core.data.procedural.scene import SceneConfig, generate_scene, split_seed
+    from xcube_core.eval.metrics import distribution_metrics
+    from xcube_core.eval.pointclouds import level_point_cloud
+    from xcube_core.inpaint import crop
+
+    style = None if args.data_style == "mixed" else args.data_style
+    cols, _, _, _ = _plan_lines(pipe, extent, args.overlap)
+    v0, shape = pipe.voxel_sizes[0], pipe.coarse_shape
+
+    def scene(seed, columns):
+        config = SceneConfig(extent=(columns[0] * v0, columns[1] * v0), height=shape[2] * v0, voxel_size=v0)
+        return generate_scene(split_seed("test", seed), config, num_levels=1, style=style).levels[-1]
+
+    sites = [scene(5000 + args.seed + k, cols) for k in range(args.nna_scenes)]  # like the model's scenes
+    pieces = spread_boxes(sites, boxes, args.nna)
+    gen = torch.Generator().manual_seed(0)
+    cut = torch.stack([level_point_cloud(crop(level, box, 1), 2048, generator=gen) for level, box in pieces])
+    ref = torch.stack([level_point_cloud(scene(1000 + k, shape[:2]), 2048, generator=gen) for k in range(len(pieces))])
+    m = distribution_metrics(cut, ref)
+    return {"style": args.data_style, "sites": len(sites), "n": len(pieces), **{k: round(v, 4) for k, v in m.items()}}
 
 
 def _plan_lines(pipe, extent, overlap_m=None, fine_tile_m=False):
@@ -185,9 +232,12 @@ def run(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     extent = _extent(args.extent)
-    if args.data_style:  # before any work
+    from xcube_core.errors import InvalidInputError
+
+    if args.nna_scenes < 1:  # before any work
+        raise InvalidInputError(f"--nna-scenes must be >= 1, got {args.nna_scenes}")
+    if args.data_style:
         from xcube_core.data.procedural.names import STYLES
-        from xcube_core.errors import InvalidInputError
 
         if args.data_style != "mixed" and args.data_style not in STYLES:
             raise InvalidInputError(f"--data-style must be 'mixed' or one of {', '.join(STYLES)}, "
@@ -199,14 +249,22 @@ def run(args) -> int:
     if args.nna:
         plan = results[0]["_plan"]
         boxes = (native_boxes(pipe, plan.extent) if args.nna_boxes == "grid"
-                 else [plan.box(a, b) for a, b in plan.tiles()])[: args.nna]
-        report_nna, singles = per_tile_nna(pipe, args, results[0]["_levels"][-1], boxes)
+                 else [plan.box(a, b) for a, b in plan.tiles()])
+        scenes = [results[0]["_levels"][-1]]
+        for k in range(1, args.nna_scenes):  # more scenes with the first run's settings, other seeds
+            print(f"per-tile quality: scene {k + 1}/{args.nna_scenes}", flush=True)
+            scenes.append(_one(pipe, args, extent, args.resample[0], True, seed=args.seed + k)["_levels"][-1])
+        report_nna, singles = per_tile_nna(pipe, args, spread_boxes(scenes, boxes, args.nna))
+        report_nna["scenes"] = len(scenes)
         if args.compare_scale:
             scaled, level, scale_boxes = scaled_scene(pipe, args, extent)
-            scaled["per_tile_1nna"] = per_tile_nna(pipe, args, level, scale_boxes[: args.nna], singles)[0]
+            scaled["per_tile_1nna"] = per_tile_nna(pipe, args, [(level, b) for b in scale_boxes[: args.nna]],
+                                                   singles)[0]
             scaled["seam_ratio_on_tile_lines"] = _seams_on_plan_lines(pipe, args, level, extent)
     if args.data_style:
         data_ref = data_tiled_seams(pipe, args, extent)
+        if args.nna:
+            data_ref["per_tile_1nna"] = data_per_tile_nna(pipe, args, extent, boxes)
     if args.preview:
         from xcube_core.io.preview import save_preview
 
@@ -235,6 +293,9 @@ def run(args) -> int:
     if args.data_style:
         print(f"data tiles ({data_ref['style']}, {data_ref['tiles']} procedural scenes, each keeping its tile's "
               f"share, level 0): seam ratio {data_ref['seam_ratio']}")
+        if args.nna:
+            print(f"per-tile quality of the data itself (boxes of {data_ref['per_tile_1nna']['sites']} procedural "
+                  f"site(s) vs independent scenes, level 0): {data_ref['per_tile_1nna']}")
     for r in results:
         name = f"resample {r['resample']}" if r["hold"] else "baseline (tiles ignore neighbours)"
         print(f"{name}: {r['tiles']} tiles, {r['wall_seconds']} s")
