@@ -188,6 +188,15 @@ def test_a_larger_scene_holds_as_many_trees_and_cars_per_square_metre():
         assert 0.6 < large / small < 1.6, (cls, small, large)
 
 
+def test_windowed_parking_lots_keep_their_store():
+    """The store stands in or at the window, as it did on a framed lot (laid along the edge of the
+    128 m site, no window of 24 held it)."""
+    config = SceneConfig(voxel_size=1.0)
+    counts = [generate_scene(split_seed("test", k), config, num_levels=1, style="parking_lot")
+              .metadata["building_count"] for k in range(24)]
+    assert sum(c > 0 for c in counts) >= 5, counts
+
+
 def test_negative_context_is_refused():
     with pytest.raises(ValueError, match="context"):
         SceneConfig(context=-1.0)

@@ -246,18 +246,23 @@ def _parking_lot(b: SceneBuilder, p: SceneParams) -> None:
     m = b.rng.uniform(5, 9)
     lot = (m, ex - m, m, ey - m)
     store = None
-    if b.rng.random() < p.building_density:  # a store along one edge of the lot
-        store = (lot[0], lot[0] + b.rng.uniform(14, 22), lot[3] - b.rng.uniform(8, 12), lot[3])
+    if b.rng.random() < p.building_density:  # a store on the lot, in or at the window (as in a framed lot)
+        x0, y1 = b.in_focus(b.rng.uniform(-0.1, 0.7), b.rng.uniform(0.75, 1.1))
+        store = (x0, x0 + b.rng.uniform(14, 22), y1 - b.rng.uniform(8, 12), y1)
         b.building(store, _height(b, p.building_height, 0.1), "flat", force=True)
     b.road(lot, along_x=True)
+
+    def clear_of_store(x, y, margin):
+        return store is None or not (store[0] - margin < x < store[1] + margin and
+                                     store[2] - margin - 1.0 < y < store[3] + margin)
+
     rows = np.arange(lot[2] + 3.5, lot[3] - 3.0, b.rng.uniform(6.5, 8.0))
-    spots = [(x, y) for y in rows for x in np.arange(lot[0] + 2.5, lot[1] - 2.0, 2.6)
-             if store is None or not (x < store[1] + 2.0 and y > store[2] - 3.0)]
+    spots = [(x, y) for y in rows for x in np.arange(lot[0] + 2.5, lot[1] - 2.0, 2.6) if clear_of_store(x, y, 2.0)]
     for i in sorted(b.rng.permutation(len(spots))[:p.vehicle_count]):
         b.vehicle_at(spots[i][0], spots[i][1], along_x=False)
     for x in np.arange(lot[0] + 8, lot[1] - 4, b.rng.uniform(14, 20)):  # light masts between rows
         for y in rows[:-1:2] + 3.4:
-            if store is None or not (x < store[1] + 1.0 and y > store[2] - 1.0):
+            if clear_of_store(x, y, 1.0):
                 b.pole_at(x, y, (1.0, 0.0))
     border = [(x, y) for x in np.linspace(2.5, ex - 2.5, 9) for y in (2.5, ey - 2.5)]
     b.trees(p.tree_count, kinds=("oak", "poplar"), near=[border[i] for i in b.rng.permutation(len(border))],
