@@ -121,8 +121,9 @@ def spread_boxes(scenes, boxes, n):
 
 def data_per_tile_nna(pipe, args, extent, boxes) -> dict:
     """The per-tile protocol on procedural data: boxes cut from ``--nna-scenes`` sites of the extent
-    (level 0 of the model's voxel, test-split seeds that follow ``--seed``) against as many independent scenes of the model's
-    box; what the data distribution itself scores (1-NNA above 50 % from boxes sharing a site)."""
+    (level 0 of the model's voxel, test-split seeds that follow ``--seed``) against as many independent
+    scenes of the model's box; what the data distribution itself scores (1-NNA above 50 % from boxes
+    sharing a site)."""
     import torch
 
     from xcube_core.data.procedural.scene import SceneConfig, generate_scene, split_seed
@@ -142,7 +143,8 @@ def data_per_tile_nna(pipe, args, extent, boxes) -> dict:
     pieces = spread_boxes(sites, boxes, args.nna)
     gen = torch.Generator().manual_seed(0)
     cut = torch.stack([level_point_cloud(crop(level, box, 1), 2048, generator=gen) for level, box in pieces])
-    ref = torch.stack([level_point_cloud(scene(1000 + k, shape[:2]), 2048, generator=gen) for k in range(len(pieces))])
+    ref = torch.stack([level_point_cloud(scene(1000 + k, shape[:2]), 2048, generator=gen)
+                       for k in range(len(pieces))])
     m = distribution_metrics(cut, ref)
     return {"style": args.data_style, "sites": len(sites), "n": len(pieces), **{k: round(v, 4) for k, v in m.items()}}
 
