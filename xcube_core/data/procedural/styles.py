@@ -84,8 +84,9 @@ REFERENCE_AREA_M2 = 64.0 * 64.0  # the area the styles' counts are meant for
 def layout(builder: SceneBuilder, params: SceneParams) -> None:
     """Place the style's roads, water, buildings, vegetation and street furniture.
 
-    The counts in ``params`` are meant for the styles' reference area (`REFERENCE_AREA_M2`, a 64 m square); a larger site
-    gets proportionally more (`SceneBuilder.area_scale`), so any window of it looks alike.
+    The counts in ``params`` are meant for the styles' reference area (`REFERENCE_AREA_M2`, a 64 m
+    square); a larger site gets proportionally more (`SceneBuilder.area_scale`), so any window of it
+    looks alike.
     """
     params = dataclasses.replace(params, tree_count=builder.per_area(params.tree_count),
                                  vehicle_count=builder.per_area(params.vehicle_count))
