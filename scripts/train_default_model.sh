@@ -30,16 +30,18 @@ steps() { python3 -c "print(max(1, int($1 * $SCALE)))"; }
 # re-run makes the same scenes). Since v5 every scene is a window cut from a site 32 m larger on each
 # side (`--context`, the CLI's default), so nothing in the data is framed around its middle
 # (docs/scenes.md round 6); v1-v4 trained on framed scenes (`--context 0`), v4's level-0 U-Net on
-# 1600 of them. The marker names the windowed set, so an old folder is not taken for it.
-if [[ ! -f "$DATA/.complete-3200-windowed" ]]; then
-  if [[ -f "$DATA/.complete-1600" ]]; then
-    echo "[train] $DATA holds the framed scenes of v1-v4: choose another DATA folder or delete it" >&2
+# 1600 of them. Since round 7 a parking lot's store stands in or at the window. The marker names the
+# data version, so an older folder is not taken for it.
+if [[ ! -f "$DATA/.complete-3200-windowed-r7" ]]; then
+  if [[ -f "$DATA/.complete-1600" || -f "$DATA/.complete-3200-windowed" ]]; then
+    echo "[train] $DATA holds older scenes (v1-v4 framed, or round 6's parking lots without stores):" \
+      "choose another DATA folder or delete it" >&2
     exit 2
   fi
   $x data procedural --out "$DATA" --count 3200 --split train --workers 2
   $x data procedural --out "$DATA" --count 32 --split val --workers 2
   $x data procedural --out "$DATA" --count 64 --split test --workers 2
-  touch "$DATA/.complete-3200-windowed"
+  touch "$DATA/.complete-3200-windowed-r7"
 fi
 
 # the record folder of this training session: chosen once per RUNS folder, so re-runs reuse it
