@@ -10,7 +10,7 @@
 #   bash scripts/train_default_model.sh            # data in .cache/data/scenes, runs in .cache/runs
 #   STEPS_SCALE=0.1 bash scripts/train_default_model.sh   # a quick, weak model (smoke run)
 #   INIT_FROM=none bash scripts/train_default_model.sh    # from random weights instead
-#   RECIPE=my_recipe.json MODEL_ID=xcube-procedural-v5 bash scripts/train_default_model.sh
+#   RECIPE=my_recipe.json MODEL_ID=xcube-procedural-v7 bash scripts/train_default_model.sh
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -18,7 +18,7 @@ DATA="${DATA:-.cache/data/scenes}"
 RUNS="${RUNS:-.cache/runs}"
 SCALE="${STEPS_SCALE:-1}"
 INIT_FROM="${INIT_FROM:-xcube_core/assets/default_model}"   # the last shipped model
-MODEL_ID="${MODEL_ID:-xcube-procedural-v5}"
+MODEL_ID="${MODEL_ID:-xcube-procedural-v6}"
 RECORD="${RECORD:-docs/default-model-record}"
 ASSEMBLE_OUT="${ASSEMBLE_OUT:-xcube_core/assets/default_model}"
 RECIPE_ARGS=(); [[ -n "${RECIPE:-}" ]] && RECIPE_ARGS=(--recipe "$RECIPE")
