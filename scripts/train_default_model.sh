@@ -94,7 +94,8 @@ train vae 0 7000 2 5e-4 --warmup-steps 50 --lr-schedule cosine
 train vae 1 8000 4 3e-4 -o crop=64 -o freeze_encoder=true --warmup-steps 50 --lr-schedule cosine
 # 3. diffusion on the frozen VAEs' latents, and refinement on noised-posterior decodings
 # (level 0's U-Net takes the known latent and its mask since v4: the recipe's known_inputs; v5's
-# ran 4500 steps on 1600 windowed scenes, then 5000 on 3200, both at lr 2e-4 with a cosine schedule)
+# ran 4500 steps on 1600 windowed scenes, then 5000 on 3200, both at lr 2e-4 with a cosine schedule;
+# v6's ran 4000 steps at lr 5e-5 from v5 on round 7's scenes: docs/default-model.md round 7)
 train diffusion 0 5000 8 2e-4 -o vae_path="$RUNS/vae0/model" -o recaption=1.0 --warmup-steps 50 --lr-schedule cosine
 train diffusion 1 3200 4 3e-4 -o vae_path="$RUNS/vae1/model" -o crop=128 -o recaption=1.0 --warmup-steps 50
 # refinement nets: not shipped (v1's lowered IoU, 0.83 -> 0.68 at level 0), so trained only on request

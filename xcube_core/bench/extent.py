@@ -100,9 +100,9 @@ def per_tile_nna(pipe, args, pieces, singles=None):
     from xcube_core.inpaint import crop, level_factor
 
     index = pieces[0][0].index
+    f = level_factor(pipe.voxel_sizes, index)
     gen = torch.Generator().manual_seed(0)
-    cut = [level_point_cloud(crop(level, box, level_factor(pipe.voxel_sizes, index)), 2048, generator=gen)
-           for level, box in pieces]
+    cut = [level_point_cloud(crop(level, box, f), 2048, generator=gen) for level, box in pieces]
     if singles is None:
         single = []
         for k in range(len(pieces)):
@@ -119,31 +119,35 @@ def spread_boxes(scenes, boxes, n):
     return [(scene, box) for scene in scenes for box in boxes[:per]][:n]
 
 
-def data_per_tile_nna(pipe, args, extent, boxes) -> dict:
-    """The per-tile protocol on procedural data: boxes cut from ``--nna-scenes`` sites of the extent
-    (level 0 of the model's voxel, test-split seeds that follow ``--seed``) against as many independent
+def _data_scene(pipe, args, index: int, columns=None):
+    """Level 0 of procedural test scene ``index`` of ``--data-style`` at the model's coarsest voxel,
+    ``columns`` wide (default: the model's box)."""
+    from xcube_core.data.procedural.scene import SceneConfig, generate_scene, split_seed
+
+    v0, shape = pipe.voxel_sizes[0], pipe.coarse_shape
+    cx, cy = columns if columns is not None else shape[:2]
+    config = SceneConfig(extent=(cx * v0, cy * v0), height=shape[2] * v0, voxel_size=v0)
+    style = None if args.data_style == "mixed" else args.data_style
+    return generate_scene(split_seed("test", index), config, num_levels=1, style=style).levels[-1]
+
+
+def data_per_tile_nna(pipe, args, cols, boxes) -> dict:
+    """The per-tile protocol on procedural data: boxes cut from ``--nna-scenes`` sites ``cols`` columns
+    wide (level 0 of the model's voxel, test-split seeds that follow ``--seed``) against as many independent
     scenes of the model's box; what the data distribution itself scores (1-NNA above 50 % from boxes
     sharing a site)."""
     import torch
 
-    from xcube_core.data.procedural.scene import SceneConfig, generate_scene, split_seed
     from xcube_core.eval.metrics import distribution_metrics
     from xcube_core.eval.pointclouds import level_point_cloud
     from xcube_core.inpaint import crop
 
-    style = None if args.data_style == "mixed" else args.data_style
-    cols, _, _, _ = _plan_lines(pipe, extent, args.overlap)
-    v0, shape = pipe.voxel_sizes[0], pipe.coarse_shape
-
-    def scene(seed, columns):
-        config = SceneConfig(extent=(columns[0] * v0, columns[1] * v0), height=shape[2] * v0, voxel_size=v0)
-        return generate_scene(split_seed("test", seed), config, num_levels=1, style=style).levels[-1]
-
-    sites = [scene(5000 + args.seed + k, cols) for k in range(args.nna_scenes)]  # like the model's scenes
+    # sites follow --seed like the model's scenes
+    sites = [_data_scene(pipe, args, 5000 + args.seed + k, cols) for k in range(args.nna_scenes)]
     pieces = spread_boxes(sites, boxes, args.nna)
     gen = torch.Generator().manual_seed(0)
     cut = torch.stack([level_point_cloud(crop(level, box, 1), 2048, generator=gen) for level, box in pieces])
-    ref = torch.stack([level_point_cloud(scene(1000 + k, shape[:2]), 2048, generator=gen)
+    ref = torch.stack([level_point_cloud(_data_scene(pipe, args, 1000 + k), 2048, generator=gen)
                        for k in range(len(pieces))])
     m = distribution_metrics(cut, ref)
     return {"style": args.data_style, "sites": len(sites), "n": len(pieces), **{k: round(v, 4) for k, v in m.items()}}
@@ -197,17 +201,14 @@ def scaled_scene(pipe, args, extent) -> tuple[dict, object, list]:
 def data_tiled_seams(pipe, args, extent) -> dict:
     """The level-0 seam score of a scene tiled from procedural data scenes (test-split seeds, one per
     tile, the model's box and coarsest voxel), each keeping the share its tile owns."""
-    from xcube_core.data.procedural.scene import SceneConfig, generate_scene, split_seed
     from xcube_core.eval.seams import seam_scores
     from xcube_core.inpaint import concat, crop, translated
 
-    style = None if args.data_style == "mixed" else args.data_style
     cols, plan, borders, interiors = _plan_lines(pipe, extent, args.overlap)
-    v0, shape = pipe.voxel_sizes[0], pipe.coarse_shape
-    config = SceneConfig(extent=(shape[0] * v0, shape[1] * v0), height=shape[2] * v0, voxel_size=v0)
+    v0 = pipe.voxel_sizes[0]
     parts = []
     for k, (a, b) in enumerate(plan.tiles()):
-        lv = generate_scene(split_seed("test", k), config, num_levels=1, style=style).levels[-1]
+        lv = _data_scene(pipe, args, k)
         box = plan.box(a, b)
         parts.append(crop(translated(lv, (box.x0, box.y0), 1), plan.owned(a, b), 1))
     scene = concat(parts, parts[0])
@@ -266,7 +267,7 @@ def run(args) -> int:
     if args.data_style:
         data_ref = data_tiled_seams(pipe, args, extent)
         if args.nna:
-            data_ref["per_tile_1nna"] = data_per_tile_nna(pipe, args, extent, boxes)
+            data_ref["per_tile_1nna"] = data_per_tile_nna(pipe, args, plan.extent, boxes)
     if args.preview:
         from xcube_core.io.preview import save_preview
 
