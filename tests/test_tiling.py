@@ -184,11 +184,38 @@ def test_bench_extent_compares_tiling_with_one_scaled_piece(pipe, tmp_path, caps
     assert floor["n"] == 6 and floor["sites"] == 3 and 0.0 <= floor["1-NNA-CD"] <= 1.0
     assert main(["bench", "extent", "--model", str(model), "--nna", "2", "--nna-scenes", "0"]) == 2
     assert "--nna-scenes" in capsys.readouterr().err
+    assert main(["bench", "extent", "--model", str(model), "--scenes", "0"]) == 2
+    assert "--scenes must be >= 1" in capsys.readouterr().err
     assert main(["bench", "extent", "--model", str(model), "--data-style", "moon"]) == 2
     assert "suburban" in capsys.readouterr().err
     assert main(["bench", "extent", "--model", str(model), "--extent", "32x16", "--steps", "2", "--levels", "1",
                  "--nna", "2", "--compare-scale"]) == 2
     assert "square extent" in capsys.readouterr().err
+
+
+def test_bench_extent_pools_the_seam_score_over_scenes(pipe, tmp_path, capsys):
+    """`--scenes K`: the seam score of K seeds' scenes with their bands pooled, each scene's own score
+    beside it; the pooled score is `pooled_seam_scores` of the scenes generate_extent makes."""
+    import json
+
+    from xcube_core.bench.extent import _plan_lines
+    from xcube_core.cli import main
+    from xcube_core.eval.seams import pooled_seam_scores
+
+    model = pipe.save_pretrained(tmp_path / "model")
+    assert main(["bench", "extent", "--model", str(model), "--extent", "32x32", "--steps", "2", "--levels", "1",
+                 "--seed", "3", "--scenes", "2", "--band", "1", "--data-style", "suburban", "--prompt", "a street",
+                 "--json"]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    pooled = report["pooled_seams"]
+    assert pooled["scenes"] == 2 and pooled["seeds"] == [3, 4] and [lv["level"] for lv in pooled["levels"]] == [0]
+    level0 = pooled["levels"][0]
+    assert level0["per_scene"][0] == report["runs"][0]["levels"][0]["seam_ratio"]  # seed 3 is the first run
+    cols, _, borders, interiors = _plan_lines(pipe, (32.0, 32.0))
+    scenes = [merge_tiles(generate_extent(pipe, "a street", (32, 32), seed=s, steps=2, num_levels=1))[0] for s in (3, 4)]
+    expected = pooled_seam_scores(scenes, borders, interiors, cols, 1)["ratio"]
+    assert level0["seam_ratio"] == {k: round(v, 3) for k, v in expected.items()}
+    assert len(report["data_tiles"]["per_scene"]) == 2  # the data reference pools as many scenes
 
 
 def test_decoding_part_of_a_window_keeps_the_latents_order(pipe, tiles):

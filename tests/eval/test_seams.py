@@ -74,3 +74,32 @@ def test_box_seams_see_only_the_edges_of_the_edited_box():
     assert pooled["ratio"] == pytest.approx(raised["ratio"])
     with pytest.raises(ValueError, match="no edge inside"):
         box_seam_scores(_ground(), Box(0, 0, 32, 32), (32, 32), half=1)
+
+
+def test_pooled_scenes_cancel_chance_while_a_seam_in_every_scene_stays():
+    from xcube_core.eval.seams import pooled_seam_scores
+
+    def layered(extra_columns, skip=()):  # a ground plane, a second layer over some X columns, holes at skip
+        base = _plane([x for x in range(32) if x not in skip], range(16))
+        top = base.ijk[torch.isin(base.ijk[:, 0], torch.tensor(extra_columns))] + torch.tensor([0, 0, 1], dtype=torch.int32)
+        ijk = torch.cat([base.ijk, top])
+        return Level(index=0, ijk=ijk, voxel_size=1.0, normals=torch.zeros(len(ijk), 3),
+                     semantics=torch.zeros(len(ijk), dtype=torch.long), metadata=base.metadata)
+
+    lines = ([(0, 16)], [(0, 8), (0, 24)], (32, 16))
+    dense_border, dense_interior = layered([15, 16]), layered([7, 8, 23, 24])
+    # each scene alone scores 0.5 (min / max), though together their bands hold the same
+    assert seam_scores(dense_border, *lines, half=1)["ratio"]["occupancy"] == pytest.approx(0.5)
+    assert seam_scores(dense_interior, *lines, half=1)["ratio"]["occupancy"] == pytest.approx(0.5)
+    both = pooled_seam_scores([dense_border, dense_interior], *lines, half=1)
+    assert both["ratio"]["occupancy"] == pytest.approx(1.0)
+    # stacked scenes are no one's neighbours: continuity stays that of one scene
+    assert both["ratio"]["continuity"] == pytest.approx(1.0)
+    # a gap at the border of every scene stays a seam, however many scenes are pooled
+    gap = _plane([x for x in range(32) if x != 16], range(16))
+    assert pooled_seam_scores([gap] * 3, *lines, half=1)["ratio"] == pytest.approx(seam_scores(gap, *lines, half=1)["ratio"])
+    # Y lines are repeated for every scene
+    ys = pooled_seam_scores([layered([], skip=()), gap], [(1, 8)], [(1, 4), (1, 12)], (32, 16), half=1)
+    assert ys["ratio"]["occupancy"] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="at least one"):
+        pooled_seam_scores([], *lines)

@@ -5,6 +5,10 @@ score (border/interior ratios of occupancy, class histogram and continuity; `xcu
 ``--baseline`` also runs the same scene with tiles that ignore their neighbours, for comparison;
 ``--resample`` compares RePaint resampling rounds. ``--preview`` writes a PNG of the finest level.
 
+``--scenes K`` takes the seam score over K scenes (seeds ``seed .. seed+K-1``), their bands pooled
+(`xcube_core.eval.seams.pooled_seam_scores`): one scene's ratio is noisy and biased low, so a
+seam is what stays under 1 when scenes are pooled; each scene's own ratios are printed beside it.
+
 ``--nna N`` scores per-tile quality: 1-NNA (Chamfer) of N native-size boxes cut from the scene (or
 from ``--nna-scenes K`` scenes, seeds ``seed .. seed+K-1``) against N single-tile generations. Boxes
 of one scene share its layout, style and density, so they are each other's nearest neighbours more
@@ -37,6 +41,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--baseline", action="store_true", help="also run tiles that ignore their neighbours")
     parser.add_argument("--band", type=int, default=1, help="half band width in coarse voxels (default 1)")
     parser.add_argument("--preview", default=None, help="write a PNG of the finest level here")
+    parser.add_argument("--scenes", type=int, default=1, metavar="K",
+                        help="seam score over K scenes (seeds SEED..SEED+K-1), their bands pooled; each scene's "
+                             "own score is printed too (default 1)")
     parser.add_argument("--nna", type=int, default=0, metavar="N",
                         help="also 1-NNA of (up to) N native-size boxes cut from the scene vs N single-tile generations")
     parser.add_argument("--nna-boxes", choices=("tiles", "grid"), default="tiles",
@@ -45,7 +52,7 @@ def add_arguments(parser) -> None:
                              "that straddle tiles) (default tiles)")
     parser.add_argument("--nna-scenes", type=int, default=1, metavar="K",
                         help="with --nna: cut the N boxes from K scenes (seeds SEED..SEED+K-1, N/K boxes each, "
-                             "in raster order) instead of one (default 1)")
+                             "in raster order; the --scenes scenes are reused) instead of one (default 1)")
     parser.add_argument("--compare-scale", action="store_true",
                         help="with --nna: also make the scene in one piece with --scale and score its tiles "
                              "against the same single-tile generations (square extents of 2..8 boxes)")
@@ -199,22 +206,37 @@ def scaled_scene(pipe, args, extent) -> tuple[dict, object, list]:
 
 
 def data_tiled_seams(pipe, args, extent) -> dict:
-    """The level-0 seam score of a scene tiled from procedural data scenes (test-split seeds, one per
-    tile, the model's box and coarsest voxel), each keeping the share its tile owns."""
-    from xcube_core.eval.seams import seam_scores
+    """The level-0 seam score of ``--scenes`` scenes tiled from procedural data scenes (test-split seeds,
+    one per tile, the model's box and coarsest voxel), each keeping the share its tile owns."""
     from xcube_core.inpaint import concat, crop, translated
 
     cols, plan, borders, interiors = _plan_lines(pipe, extent, args.overlap)
     v0 = pipe.voxel_sizes[0]
-    parts = []
-    for k, (a, b) in enumerate(plan.tiles()):
-        lv = _data_scene(pipe, args, k)
-        box = plan.box(a, b)
-        parts.append(crop(translated(lv, (box.x0, box.y0), 1), plan.owned(a, b), 1))
-    scene = concat(parts, parts[0])
-    scene.metadata = {"extent_m": [c * v0 for c in cols], "extent_columns": list(cols)}
-    s = seam_scores(scene, borders, interiors, cols, args.band)
-    return {"style": args.data_style, "tiles": len(parts), "seam_ratio": {k: round(v, 3) for k, v in s["ratio"].items()}}
+    tiles = plan.tiles()
+    scenes = []
+    for j in range(args.scenes):
+        parts = []
+        for k, (a, b) in enumerate(tiles):
+            lv = _data_scene(pipe, args, j * len(tiles) + k)
+            box = plan.box(a, b)
+            parts.append(crop(translated(lv, (box.x0, box.y0), 1), plan.owned(a, b), 1))
+        scene = concat(parts, parts[0])
+        scene.metadata = {"extent_m": [c * v0 for c in cols], "extent_columns": list(cols)}
+        scenes.append(scene)
+    return {"style": args.data_style, "tiles": len(tiles), **_seam_report(scenes, borders, interiors, cols, args.band)}
+
+
+def _seam_report(levels, borders, interiors, cols, band) -> dict:
+    """``seam_ratio`` of one level of one or more scenes (pooled), and ``per_scene`` ratios when several."""
+    from xcube_core.eval.seams import pooled_seam_scores, seam_scores
+
+    def rounded(s):
+        return {k: round(v, 3) for k, v in s["ratio"].items()}
+
+    out = {"seam_ratio": rounded(pooled_seam_scores(levels, borders, interiors, cols, band))}
+    if len(levels) > 1:
+        out["per_scene"] = [rounded(seam_scores(lv, borders, interiors, cols, band)) for lv in levels]
+    return out
 
 
 def native_boxes(pipe, cols):
@@ -237,8 +259,9 @@ def run(args) -> int:
     extent = _extent(args.extent)
     from xcube_core.errors import InvalidInputError
 
-    if args.nna_scenes < 1:  # before any work
-        raise InvalidInputError(f"--nna-scenes must be >= 1, got {args.nna_scenes}")
+    for flag in ("scenes", "nna_scenes"):  # before any work
+        if getattr(args, flag) < 1:
+            raise InvalidInputError(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
     if args.data_style:
         from xcube_core.data.procedural.names import STYLES
 
@@ -249,16 +272,27 @@ def run(args) -> int:
     results = [_one(pipe, args, extent, r, True) for r in args.resample]
     if args.baseline:
         results.append(_one(pipe, args, extent, 1, False))
+    # more scenes with the first run's settings, other seeds: for the pooled seam score and per-tile boxes
+    more = max(args.scenes, args.nna_scenes if args.nna else 1)
+    scenes = [results[0]["_levels"]]
+    for k in range(1, more):
+        print(f"scene {k + 1}/{more} (seed {args.seed + k})", flush=True)
+        scenes.append(_one(pipe, args, extent, args.resample[0], True, seed=args.seed + k)["_levels"])
+    if args.scenes > 1:
+        pooled = {"scenes": args.scenes, "seeds": [args.seed, args.seed + args.scenes - 1], "levels": []}
+        for i, lv in enumerate(scenes[0]):
+            _, _, borders, interiors = _plan_lines(pipe, extent, args.overlap, args.fine_tile if lv.index else False)
+            if borders:
+                cols = results[0]["_plan"].extent
+                pooled["levels"].append({"level": lv.index, **_seam_report([s[i] for s in scenes[: args.scenes]],
+                                                                            borders, interiors, cols, args.band)})
     if args.nna:
         plan = results[0]["_plan"]
         boxes = (native_boxes(pipe, plan.extent) if args.nna_boxes == "grid"
                  else [plan.box(a, b) for a, b in plan.tiles()])
-        scenes = [results[0]["_levels"][-1]]
-        for k in range(1, args.nna_scenes):  # more scenes with the first run's settings, other seeds
-            print(f"per-tile quality: scene {k + 1}/{args.nna_scenes}", flush=True)
-            scenes.append(_one(pipe, args, extent, args.resample[0], True, seed=args.seed + k)["_levels"][-1])
-        report_nna, singles = per_tile_nna(pipe, args, spread_boxes(scenes, boxes, args.nna))
-        report_nna["scenes"] = len(scenes)
+        finest = [s[-1] for s in scenes[: args.nna_scenes]]
+        report_nna, singles = per_tile_nna(pipe, args, spread_boxes(finest, boxes, args.nna))
+        report_nna["scenes"] = len(finest)
         if args.compare_scale:
             scaled, level, scale_boxes = scaled_scene(pipe, args, extent)
             scaled["per_tile_1nna"] = per_tile_nna(pipe, args, [(level, b) for b in scale_boxes[: args.nna]],
@@ -276,6 +310,8 @@ def run(args) -> int:
         r.pop("_levels"), r.pop("_plan")
     report = {"extent_m": list(extent), "steps": args.steps, "threads": torch.get_num_threads(),
               "peak_rss_gb": round(_peak_rss_gb(), 2), "runs": results}
+    if args.scenes > 1:
+        report["pooled_seams"] = pooled
     if args.nna:
         report["per_tile_1nna"] = report_nna
         if args.compare_scale:
@@ -295,7 +331,9 @@ def run(args) -> int:
                   f"{scaled['seam_ratio_on_tile_lines']}")
     if args.data_style:
         print(f"data tiles ({data_ref['style']}, {data_ref['tiles']} procedural scenes, each keeping its tile's "
-              f"share, level 0): seam ratio {data_ref['seam_ratio']}")
+              f"share, level 0{_over(args.scenes)}): seam ratio {data_ref['seam_ratio']}")
+        for k, r in enumerate(data_ref.get("per_scene", [])):
+            print(f"  data scene {k + 1}: seam ratio {r}")
         if args.nna:
             print(f"per-tile quality of the data itself (boxes of {data_ref['per_tile_1nna']['sites']} procedural "
                   f"site(s) vs independent scenes, level 0): {data_ref['per_tile_1nna']}")
@@ -304,4 +342,14 @@ def run(args) -> int:
         print(f"{name}: {r['tiles']} tiles, {r['wall_seconds']} s")
         for lv in r["levels"]:
             print(f"  level {lv['level']}: {lv['voxels']} voxels, {lv['seconds']} s, seam ratio {lv['seam_ratio']}")
+    if args.scenes > 1:
+        for lv in pooled["levels"]:
+            print(f"level {lv['level']}{_over(args.scenes)}, seeds {pooled['seeds'][0]}..{pooled['seeds'][1]}: "
+                  f"seam ratio {lv['seam_ratio']}")
+            for k, r in enumerate(lv["per_scene"]):
+                print(f"  seed {args.seed + k}: seam ratio {r}")
     return 0
+
+
+def _over(k: int) -> str:
+    return f", {k} scenes pooled" if k > 1 else ""

@@ -91,6 +91,36 @@ def seam_scores(level: Level, borders: Sequence[tuple[int, int]], interiors: Seq
     return out
 
 
+def pooled_seam_scores(levels: Sequence[Level], borders: Sequence[tuple[int, int]],
+                       interiors: Sequence[tuple[int, int]], extent: tuple[int, int], half: int = 1) -> dict:
+    """`seam_scores` of several scenes of one tile plan taken together: their bands' voxels, columns,
+    class histograms and surface voxels are pooled before the ratios are taken.
+
+    One scene's ratio is noisy and, being min / max, biased low: a scene without any seam scores under
+    1 whenever its border bands happen to hold more or less than its interior bands (a downtown block
+    is as wide as a band), so a seam shows as a ratio that stays low when scenes are pooled. The scenes
+    are stacked along Y, two columns apart so that none is another's neighbour.
+
+    Args:
+        levels: the same level of each scene (scene coordinates, metadata as for `seam_scores`).
+        borders, interiors, extent, half: as in `seam_scores`, for one scene.
+    Returns:
+        as `seam_scores`.
+    """
+    from xcube_core.inpaint import concat, translated
+
+    if not levels:
+        raise ValueError("pooled_seam_scores needs at least one level")
+    f = round(levels[0].voxel_size ** -1 * _column_size(levels[0], extent))
+    step = extent[1] + 2
+    stacked = concat([translated(lv, (0, k * step), f) for k, lv in enumerate(levels)], levels[0])
+
+    def lines(positions):  # the Y lines of every scene; X lines already span them all
+        return [(a, p + k * step * (a == 1)) for k in range(len(levels)) for a, p in positions if a == 1 or k == 0]
+
+    return seam_scores(stacked, lines(borders), lines(interiors), (extent[0], extent[1] * len(levels)), half)
+
+
 def _combine(parts) -> dict:
     """Voxel-weighted mean of the per-axis statistics."""
     total = sum(n for _, n in parts) or 1
