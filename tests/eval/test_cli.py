@@ -1,4 +1,4 @@
-"""`xcube eval generation | vae | prompts` end to end on the fake pipeline and a real on-disk dataset."""
+"""`xcube eval generation | vae | upsampling | prompts` end to end on the fake pipeline and a real on-disk dataset."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from eval_fakes import FakePipeline, write_reference  # tests/eval/eval_fakes.py (conftest puts it on sys.path)
+from eval_fakes import FakePipeline, fake_scene, write_reference  # tests/eval/eval_fakes.py (conftest puts it on sys.path)
 from xcube_core.cli import main
 from xcube_core.data.storage import load_sample, read_manifest
 from xcube_core.eval import runners
@@ -90,6 +90,30 @@ def test_vae_iou_matches_direct_computation(fake, reference_dir, tmp_path):
         assert got["mean_precision_1"] == 1.0 and got["mean_fscore_1"] == 1.0
 
 
+def test_upsampling_scores_finer_levels_from_the_true_coarse_level(fake, reference_dir, tmp_path, capsys):
+    """`xcube eval upsampling`: the fake makes reference i again for seed i (IoU 1); other seeds change
+    the buildings' footprints, and the scores are those computed directly against the stored scenes."""
+    out = tmp_path / "up.json"
+    assert main(["eval", "upsampling", "--model", "fake", "--reference", str(reference_dir), "--num", "4",
+                 "--out", str(out), "--no-progress"]) == 0
+    r = json.loads(out.read_text())
+    assert r["task"] == "upsampling" and list(r["levels"]) == ["1"]
+    assert r["levels"]["1"]["mean_iou"] == 1.0 and r["levels"]["1"]["mean_semantic_accuracy"] == 1.0
+    assert "Finer levels generated from the true coarsest level" in capsys.readouterr().out
+    assert main(["eval", "upsampling", "--model", "fake", "--reference", str(reference_dir), "--num", "4",
+                 "--seed", "1", "--out", str(out), "--no-progress"]) == 0
+    r = json.loads(out.read_text())
+    rows = read_manifest(reference_dir)[:4]
+    expected = [voxel_iou(load_sample(reference_dir / row["file"]).levels[1].ijk,
+                          fake_scene(row["caption"], i + 1).ijk) for i, row in enumerate(rows)]
+    assert r["levels"]["1"]["mean_iou"] == pytest.approx(sum(expected) / 4)
+    assert r["levels"]["1"]["mean_iou"] < 1.0  # the tall / low buildings moved
+    assert set(r["hierarchy"]["generated"]) == set(r["hierarchy"]["reference"]) == {"L0-L1"}
+    fake.voxel_sizes = [1.0]
+    assert main(["eval", "upsampling", "--model", "fake", "--reference", str(reference_dir), "--num", "1"]) == 2
+    assert "no finer level" in capsys.readouterr().err
+
+
 def test_vae_rejects_unknown_level(fake, reference_dir, capsys):
     assert main(["eval", "vae", "--reference", str(reference_dir), "--num", "1", "--levels", "5"]) == 2
     assert "levels 0..1" in capsys.readouterr().err
@@ -160,6 +184,16 @@ def test_eval_with_tiny_pipeline(reference_dir, tmp_path):
     v = json.loads(out.read_text())
     assert set(v["levels"]) == {"0", "1"} and v["refine"] is True
     assert all(0.0 <= lv["mean_iou"] <= 1.0 for lv in v["levels"].values())
+    # the real pipeline takes the reference's level 0 as its layout (low scenes: the tiny model's box is
+    # 4 coarse voxels high)
+    low = write_reference(tmp_path / "low", [("low houses", 0), ("a field with trees", 1)])
+    out = tmp_path / "u.json"
+    assert main(["eval", "upsampling", "--model", "tiny", "--reference", str(low), "--num", "2",
+                 "--steps", "1", "--out", str(out), "--no-progress"]) == 0
+    u = json.loads(out.read_text())
+    assert list(u["levels"]) == ["1"] and 0.0 <= u["levels"]["1"]["mean_iou"] <= 1.0
+    assert 0.0 <= u["hierarchy"]["generated"]["L0-L1"]["orphan_rate"] <= 1.0
+    assert u["hierarchy"]["reference"]["L0-L1"]["orphan_rate"] == 0.0 and u["hierarchy"]["generated"]["L0-L1"]["scenes"] == 2
 
 
 def test_vae_from_a_single_trained_vae_folder(reference_dir, tmp_path):

@@ -101,16 +101,29 @@ def hierarchy_tables(h: dict[str, Any] | None) -> list:
 
 
 def vae_tables(r: dict[str, Any]) -> list:
-    t = _table(f"VAE reconstruction of {r['num']} held-out scenes ({r['model_id']})",
-               ["level", "voxel size", "mean IoU", "min IoU", "F-score@1 (P / R)", "semantic acc.", "target"])
-    for li, v in r["levels"].items():
+    return [_match_table(f"VAE reconstruction of {r['num']} held-out scenes ({r['model_id']})", r["levels"], True)]
+
+
+def upsampling_tables(r: dict[str, Any]) -> list:
+    t = _match_table(f"Finer levels generated from the true coarsest level of {r['num']} held-out scenes "
+                     f"({r['model_id']})", r["levels"], False)
+    return [t] + hierarchy_tables(r.get("hierarchy"))
+
+
+def _match_table(title: str, levels: dict[str, Any], targets: bool):
+    """One row per level of `xcube_core.eval.runners.summarise_matches` figures."""
+    t = _table(title, ["level", "voxel size", "mean IoU", "min IoU", "F-score@1 (P / R)", "semantic acc."]
+               + (["target"] if targets else []))
+    for li, v in levels.items():
         fs = v.get("mean_fscore_1")
         fs_text = "n/a" if fs is None else f"{fs:.3f} ({v['mean_precision_1']:.3f} / {v['mean_recall_1']:.3f})"
         goal = "vae_iou_0" if li == "0" else "vae_iou"
-        t.add_row(li, f"{v['voxel_size']:.4g} m", f"{v['mean_iou']:.3f}", f"{v['min_iou']:.3f}", fs_text,
-                  _pct(v["mean_semantic_accuracy"]),
-                  f"IoU {_target(goal, v['mean_iou'])}; F {_target('fscore_1', fs) if fs is not None else ''}")
-    return [t]
+        row = [li, f"{v['voxel_size']:.4g} m", f"{v['mean_iou']:.3f}", f"{v['min_iou']:.3f}", fs_text,
+               _pct(v["mean_semantic_accuracy"])]
+        if targets:
+            row.append(f"IoU {_target(goal, v['mean_iou'])}; F {_target('fscore_1', fs) if fs is not None else ''}")
+        t.add_row(*row)
+    return t
 
 
 def prompt_tables(r: dict[str, Any]) -> list:
@@ -132,6 +145,7 @@ def print_report(result: dict[str, Any], console=None) -> None:
     from rich.console import Console
 
     console = console or Console()
-    tables = {"generation": generation_tables, "vae": vae_tables, "prompts": prompt_tables}[result["task"]](result)
+    tables = {"generation": generation_tables, "vae": vae_tables, "upsampling": upsampling_tables,
+              "prompts": prompt_tables}[result["task"]](result)
     for t in tables:
         console.print(t)
