@@ -32,6 +32,7 @@ step() {  # name command...: run once, table to OUT/name.txt, JSON to OUT/name.j
 }
 
 step vae $x eval vae --model "$model" --reference "$data" --num 32
+step upsampling $x eval upsampling --model "$model" --reference "$data" --num 32
 for s in ${GEN_SEEDS:-0 64}; do
   step "gen_seed$s" $x eval generation --model "$model" --reference "$data" --num 64 --seed "$s"
 done

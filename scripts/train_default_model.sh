@@ -10,7 +10,7 @@
 #   bash scripts/train_default_model.sh            # data in .cache/data/scenes, runs in .cache/runs
 #   STEPS_SCALE=0.1 bash scripts/train_default_model.sh   # a quick, weak model (smoke run)
 #   INIT_FROM=none bash scripts/train_default_model.sh    # from random weights instead
-#   RECIPE=my_recipe.json MODEL_ID=xcube-procedural-v7 bash scripts/train_default_model.sh
+#   RECIPE=my_recipe.json MODEL_ID=xcube-procedural-v8 bash scripts/train_default_model.sh
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -18,7 +18,7 @@ DATA="${DATA:-.cache/data/scenes}"
 RUNS="${RUNS:-.cache/runs}"
 SCALE="${STEPS_SCALE:-1}"
 INIT_FROM="${INIT_FROM:-xcube_core/assets/default_model}"   # the last shipped model
-MODEL_ID="${MODEL_ID:-xcube-procedural-v6}"
+MODEL_ID="${MODEL_ID:-xcube-procedural-v7}"
 RECORD="${RECORD:-docs/default-model-record}"
 ASSEMBLE_OUT="${ASSEMBLE_OUT:-xcube_core/assets/default_model}"
 RECIPE_ARGS=(); [[ -n "${RECIPE:-}" ]] && RECIPE_ARGS=(--recipe "$RECIPE")
@@ -95,7 +95,9 @@ train vae 1 8000 4 3e-4 -o crop=64 -o freeze_encoder=true --warmup-steps 50 --lr
 # 3. diffusion on the frozen VAEs' latents, and refinement on noised-posterior decodings
 # (level 0's U-Net takes the known latent and its mask since v4: the recipe's known_inputs; v5's
 # ran 4500 steps on 1600 windowed scenes, then 5000 on 3200, both at lr 2e-4 with a cosine schedule;
-# v6's ran 4000 steps at lr 5e-5 from v5 on round 7's scenes: docs/default-model.md round 7)
+# v6's ran 4000 steps at lr 5e-5 from v5 on round 7's scenes: docs/default-model.md round 7; level 1's
+# U-Net, trained on v1-v4's framed scenes until then, ran 5000 steps at lr 1e-4 with a cosine schedule
+# from v6 on round 7's scenes for v7: round 8)
 train diffusion 0 5000 8 2e-4 -o vae_path="$RUNS/vae0/model" -o recaption=1.0 --warmup-steps 50 --lr-schedule cosine
 train diffusion 1 3200 4 3e-4 -o vae_path="$RUNS/vae1/model" -o crop=128 -o recaption=1.0 --warmup-steps 50
 # refinement nets: not shipped (v1's lowered IoU, 0.83 -> 0.68 at level 0), so trained only on request
