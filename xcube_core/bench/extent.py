@@ -87,13 +87,23 @@ def _one(pipe, args, extent, resample, hold, seed=None) -> dict:
     cols, plan, _, _ = _plan_lines(pipe, extent, args.overlap)
     out = {"resample": resample, "hold": hold, "wall_seconds": round(wall, 1), "tiles": len(plan.tiles()),
            "levels": []}
-    for lv in levels:  # each level's seams lie where its own tiles meet (finer levels: the fine boxes)
-        _, _, borders, interiors = _plan_lines(pipe, extent, args.overlap, args.fine_tile if lv.index else False)
+    for lv in levels:
+        borders, interiors = _level_lines(pipe, args, extent, lv.index)
         s = seam_scores(lv, borders, interiors, cols, args.band) if borders else None
         out["levels"].append({"level": lv.index, "voxels": lv.num_voxels, "seconds": round(lv.seconds, 1),
-                              "seam_ratio": None if s is None else {k: round(v, 3) for k, v in s["ratio"].items()}})
+                              "seam_ratio": None if s is None else _rounded(s["ratio"])})
     out["_levels"], out["_plan"] = levels, plan
     return out
+
+
+def _level_lines(pipe, args, extent, index: int):
+    """(border lines, interior lines) of one level: its seams lie where its own tiles meet (level 0:
+    the native tiles; finer levels: the fine boxes)."""
+    return _plan_lines(pipe, extent, args.overlap, args.fine_tile if index else False)[2:]
+
+
+def _rounded(ratio: dict) -> dict:
+    return {k: round(v, 3) for k, v in ratio.items()}
 
 
 def per_tile_nna(pipe, args, pieces, singles=None):
@@ -185,7 +195,7 @@ def _seams_on_plan_lines(pipe, args, level, extent) -> dict | None:
         return None
     level = dataclasses.replace(level, metadata={**level.metadata, "extent_m": list(extent),
                                                  "extent_columns": list(cols)})
-    return {k: round(v, 3) for k, v in seam_scores(level, borders, interiors, cols, args.band)["ratio"].items()}
+    return _rounded(seam_scores(level, borders, interiors, cols, args.band)["ratio"])
 
 
 def scaled_scene(pipe, args, extent) -> tuple[dict, object, list]:
@@ -208,6 +218,7 @@ def scaled_scene(pipe, args, extent) -> tuple[dict, object, list]:
 def data_tiled_seams(pipe, args, extent) -> dict:
     """The level-0 seam score of ``--scenes`` scenes tiled from procedural data scenes (test-split seeds,
     one per tile, the model's box and coarsest voxel), each keeping the share its tile owns."""
+    from xcube_core.eval.seams import pooled_seam_scores, seam_scores
     from xcube_core.inpaint import concat, crop, translated
 
     cols, plan, borders, interiors = _plan_lines(pipe, extent, args.overlap)
@@ -223,19 +234,10 @@ def data_tiled_seams(pipe, args, extent) -> dict:
         scene = concat(parts, parts[0])
         scene.metadata = {"extent_m": [c * v0 for c in cols], "extent_columns": list(cols)}
         scenes.append(scene)
-    return {"style": args.data_style, "tiles": len(tiles), **_seam_report(scenes, borders, interiors, cols, args.band)}
-
-
-def _seam_report(levels, borders, interiors, cols, band) -> dict:
-    """``seam_ratio`` of one level of one or more scenes (pooled), and ``per_scene`` ratios when several."""
-    from xcube_core.eval.seams import pooled_seam_scores, seam_scores
-
-    def rounded(s):
-        return {k: round(v, 3) for k, v in s["ratio"].items()}
-
-    out = {"seam_ratio": rounded(pooled_seam_scores(levels, borders, interiors, cols, band))}
-    if len(levels) > 1:
-        out["per_scene"] = [rounded(seam_scores(lv, borders, interiors, cols, band)) for lv in levels]
+    out = {"style": args.data_style, "tiles": len(tiles),
+           "seam_ratio": _rounded(pooled_seam_scores(scenes, borders, interiors, cols, args.band)["ratio"])}
+    if len(scenes) > 1:
+        out["per_scene"] = [_rounded(seam_scores(lv, borders, interiors, cols, args.band)["ratio"]) for lv in scenes]
     return out
 
 
@@ -274,18 +276,22 @@ def run(args) -> int:
         results.append(_one(pipe, args, extent, 1, False))
     # more scenes with the first run's settings, other seeds: for the pooled seam score and per-tile boxes
     more = max(args.scenes, args.nna_scenes if args.nna else 1)
-    scenes = [results[0]["_levels"]]
+    runs = [results[0]]
     for k in range(1, more):
         print(f"scene {k + 1}/{more} (seed {args.seed + k})", flush=True)
-        scenes.append(_one(pipe, args, extent, args.resample[0], True, seed=args.seed + k)["_levels"])
+        runs.append(_one(pipe, args, extent, args.resample[0], True, seed=args.seed + k))
+    scenes = [r["_levels"] for r in runs]
     if args.scenes > 1:
+        from xcube_core.eval.seams import pooled_seam_scores
+
         pooled = {"scenes": args.scenes, "seeds": [args.seed, args.seed + args.scenes - 1], "levels": []}
         for i, lv in enumerate(scenes[0]):
-            _, _, borders, interiors = _plan_lines(pipe, extent, args.overlap, args.fine_tile if lv.index else False)
-            if borders:
-                cols = results[0]["_plan"].extent
-                pooled["levels"].append({"level": lv.index, **_seam_report([s[i] for s in scenes[: args.scenes]],
-                                                                            borders, interiors, cols, args.band)})
+            borders, interiors = _level_lines(pipe, args, extent, lv.index)
+            if borders:  # each scene's own ratio is the one its run already took
+                s = pooled_seam_scores([sc[i] for sc in scenes[: args.scenes]], borders, interiors,
+                                       results[0]["_plan"].extent, args.band)
+                pooled["levels"].append({"level": lv.index, "seam_ratio": _rounded(s["ratio"]),
+                                         "per_scene": [r["levels"][i]["seam_ratio"] for r in runs[: args.scenes]]})
     if args.nna:
         plan = results[0]["_plan"]
         boxes = (native_boxes(pipe, plan.extent) if args.nna_boxes == "grid"

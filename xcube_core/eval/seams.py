@@ -111,12 +111,15 @@ def pooled_seam_scores(levels: Sequence[Level], borders: Sequence[tuple[int, int
 
     if not levels:
         raise ValueError("pooled_seam_scores needs at least one level")
+    if len(levels) == 1:
+        return seam_scores(levels[0], borders, interiors, extent, half)
     f = round(levels[0].voxel_size ** -1 * _column_size(levels[0], extent))
     step = extent[1] + 2
     stacked = concat([translated(lv, (0, k * step), f) for k, lv in enumerate(levels)], levels[0])
 
-    def lines(positions):  # the Y lines of every scene; X lines already span them all
-        return [(a, p + k * step * (a == 1)) for k in range(len(levels)) for a, p in positions if a == 1 or k == 0]
+    def lines(positions):  # X lines already span every scene; Y lines repeat in each
+        xs = [(a, p) for a, p in positions if a == 0]
+        return xs + [(1, p + k * step) for k in range(len(levels)) for a, p in positions if a == 1]
 
     return seam_scores(stacked, lines(borders), lines(interiors), (extent[0], extent[1] * len(levels)), half)
 
