@@ -141,6 +141,37 @@ def test_bad_input_is_refused_before_any_work(pipe, kwargs, match):
         next(generate_extent(pipe, "x", **args))
 
 
+def test_a_scenes_own_level_0_as_layout_gives_back_its_finer_levels(pipe, tiles):
+    """`generate_extent(layout=...)` cuts level 0 from the layout and generates only the finer levels:
+    given the coarsest level a run made, it makes that run's finer levels again, voxel for voxel."""
+    coarse, fine = merge_tiles(tiles)
+    again = list(generate_extent(pipe, "a park", (40, 24), seed=1, steps=2, fine_tile_m=16, layout=coarse))
+    assert [t.metadata["tile"] for t in again] == [t.metadata["tile"] for t in tiles]
+    given, made = merge_tiles(again)
+    assert _key_map(given) == _key_map(coarse)
+    assert _key_map(made) == _key_map(fine)
+    with pytest.raises(InvalidInputError, match="must lie in"):  # a layout beyond the extent
+        next(generate_extent(pipe, "a park", (24, 24), layout=coarse))
+    with pytest.raises(InvalidInputError, match="voxel size"):
+        next(generate_extent(pipe, "a park", (40, 24), layout=fine))
+
+
+def test_upsampling_eval_makes_references_wider_than_a_native_scene_as_large_scenes(pipe, tiles):
+    """`evaluate_upsampling` on a 40 m reference (the tiny model's native scene is 16 m): the finer level
+    comes from `generate_extent` with the reference's level 0 as the layout, scored against its own."""
+    from xcube_core.eval.metrics import voxel_iou
+    from xcube_core.eval.runners import Reference, evaluate_upsampling
+
+    truth = merge_tiles(tiles)
+    assert truth[0].ijk[:, :2].amax(0).tolist() == [19, 11]  # it fills its 40 m x 24 m at 2 m
+    for seed in (1, 5):  # the default boxes, not the reference's own 16 m ones: IoU < 1 even for seed 1
+        made = merge_tiles(generate_extent(pipe, "a park", (40, 24), seed=seed, steps=2, layout=truth[0]))[1]
+        report = evaluate_upsampling(pipe, [Reference(truth, "a park", "scene", {})], seed=seed, steps=2,
+                                     progress=False)
+        iou = voxel_iou(truth[1].ijk, made.ijk)
+        assert report["levels"]["1"]["mean_iou"] == pytest.approx(iou) and iou < 1.0
+
+
 def test_box_helpers():
     b = Box(2, 3, 6, 8)
     assert (b.width, b.height) == (4, 5)
@@ -218,6 +249,27 @@ def test_bench_extent_pools_the_seam_score_over_scenes(pipe, tmp_path, capsys):
     assert len(report["data_tiles"]["per_scene"]) == 2  # the data reference pools as many scenes
 
 
+def test_bench_extent_compares_windowed_with_global_self_attention(pipe, tmp_path, capsys):
+    """`--global-attention` runs the scene again with self-attention over each whole window and reports
+    the time ratio per level."""
+    import json
+
+    from xcube_core.cli import main
+
+    model = pipe.save_pretrained(tmp_path / "model")
+    assert main(["bench", "extent", "--model", str(model), "--extent", "40x24", "--steps", "2", "--fine-tile", "16",
+                 "--global-attention", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    windowed, full = report["runs"]
+    assert "attention" not in windowed and full["attention"] == "global"
+    assert [lv["voxels"] for lv in full["levels"]] == [lv["voxels"] for lv in windowed["levels"]]
+    ratios = report["windowed_over_global_seconds"]  # of seconds rounded to 0.1 s: only their form here
+    assert set(ratios) == {"0", "1"} and all(isinstance(v, float) and v >= 0 for v in ratios.values())
+    assert main(["bench", "extent", "--model", str(model), "--extent", "40x24", "--steps", "2", "--fine-tile", "16",
+                 "--levels", "1", "--global-attention"]) == 0
+    assert "level 0: windowed / global self-attention time" in capsys.readouterr().out
+
+
 def test_decoding_part_of_a_window_keeps_the_latents_order(pipe, tiles):
     """Finer windows decode only their region (plus a margin): a mask that keeps every latent voxel
     gives exactly the whole decode, and a partial mask decodes only voxels under the kept latents."""
@@ -261,12 +313,13 @@ def test_later_tiles_hold_the_latent_earlier_tiles_made_not_a_re_encoding(pipe, 
     original_generate = XCubePipeline._generate_level
     original_finish = KnownLatent.finish
 
-    def record(self, i, prev, text, gen, settings, shape=None, known=None, decode_mask=None, latent_sink=None):
+    def record(self, i, prev, text, gen, settings, shape=None, known=None, decode_mask=None, latent_sink=None,
+               **kwargs):
         def sink(grid, x):
             for c, v in zip(grid.ijk.jdata.tolist(), x):
                 made.setdefault(len(held), {})[tuple(c)] = v.clone()
             latent_sink(grid, x)
-        return original_generate(self, i, prev, text, gen, settings, shape, known, decode_mask, sink)
+        return original_generate(self, i, prev, text, gen, settings, shape, known, decode_mask, sink, **kwargs)
 
     def spy(self, x):
         held.append((self.mask.clone(), self.x0.clone()))

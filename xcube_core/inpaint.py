@@ -381,7 +381,7 @@ def sample_window(pipe, i: int, window: Box, region: Box, known_cols: torch.Tens
             mine = near.contains(cell_columns(ijk, 1 / latent_cells_per_column(pipe, i)))  # borders on cells
             canvas.add(ijk[mine] + origin, x[mine.to(x.device)])
     out = pipe._generate_level(i, prev_local, text, gen, settings, shape=shape, known=known, decode_mask=decode,
-                               latent_sink=sink)
+                               latent_sink=sink, origin=origin)
     moved = translated(out, (window.x0, window.y0), f)
     moved.ijk = moved.ijk.to(torch.int32)
     return crop(moved, region, f)

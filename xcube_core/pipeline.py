@@ -188,6 +188,12 @@ class XCubePipeline:
 
         return tiny_pipeline(seed, device)
 
+    def set_windowed_attention(self, windowed: bool) -> None:
+        """Self-attention within native-sized windows on grids larger than a native scene (the default),
+        or over each whole grid, however large (``False``: the behaviour before round 9, to compare)."""
+        for lv in self.levels:
+            lv.unet.windowed_attention = bool(windowed)
+
     # --- generation ---------------------------------------------------------------------------
     def validate(self, prompt: str, steps: int, guidance: float, num_levels: int | None,
                  condition: Level | None, class_prior: float | None = None) -> int:
@@ -265,13 +271,16 @@ class XCubePipeline:
 
     def _generate_level(self, i: int, prev: Level | None, text, gen: torch.Generator,
                         settings: "LevelSettings", shape: tuple[int, int, int] | None = None,
-                        known=None, decode_mask: torch.Tensor | None = None, latent_sink=None) -> Level:
+                        known=None, decode_mask: torch.Tensor | None = None, latent_sink=None,
+                        origin: torch.Tensor | None = None) -> Level:
         """Denoise level ``i``'s latent (on ``prev``'s grid beyond level 0), decode and refine it.
 
         ``shape`` overrides the level's box (a tiling window); ``known`` (an
         `xcube_core.inpaint.KnownLatent`) holds part of the latent to given values (RePaint);
         ``decode_mask`` (N_lat,) bool, beyond level 0, decodes only those latent voxels;
-        ``latent_sink(lat_grid, x)`` receives the denoised latent before decoding (tiling keeps it).
+        ``latent_sink(lat_grid, x)`` receives the denoised latent before decoding (tiling keeps it);
+        ``origin`` (3,) is the scene latent cell of the window's cell (0, 0, 0), where the U-Net's
+        self-attention windows lie (`SparseUNet.forward`).
         """
         lv = self.levels[i]
         vcfg = lv.vae.config
@@ -290,7 +299,7 @@ class XCubePipeline:
             raise InvalidInputError(f"level {i - 1} came out empty, so level {i} has nothing to refine; "
                                     "try another seed or prompt")
         with self._autocast():
-            x = self._denoise(i, lat_grid, text, gen, settings, cond_n, cond_s, known)
+            x = self._denoise(i, lat_grid, text, gen, settings, cond_n, cond_s, known, origin)
             if latent_sink is not None:
                 latent_sink(lat_grid, x)
             if decode_mask is not None and i > 0:
@@ -301,7 +310,7 @@ class XCubePipeline:
             return self._decode(i, x, lat_grid, prev_grid, shape, cond_s, prior)
 
     def _denoise(self, i, lat_grid: GridBatch, text, gen, settings: "LevelSettings", cond_n, cond_s,
-                 known=None) -> torch.Tensor:
+                 known=None, origin=None) -> torch.Tensor:
         """The level's sampler (DDIM by default) with classifier-free guidance on ``lat_grid``.
         Returns the latent (N_lat, C_lat)."""
         from xcube_core.diffusion.guidance import guide_doubled
@@ -323,11 +332,11 @@ class XCubePipeline:
             if w == 1.0:  # no guidance at this step: the conditional half alone (text row 0)
                 tt = torch.full((1,), int(t), dtype=torch.long, device=self.device)
                 out = lv.unet(x, lat_grid, tt, text.tokens[:1], text.mask[:1], text.pooled[:1], cond_n, cond_s,
-                              plans=plans, known=held)
+                              plans=plans, known=held, origin=origin)
                 return sched.step(out.float(), t, x, eta=settings.eta, generator=gen)
             tt = torch.full((2,), int(t), dtype=torch.long, device=self.device)
             out = lv.unet(torch.cat([x, x]), grid2, tt, text.tokens, text.mask, text.pooled, _twice(cond_n),
-                          _twice(cond_s), plans=plans, known=_twice(held))
+                          _twice(cond_s), plans=plans, known=_twice(held), origin=origin)
             return sched.step(guide_doubled(out.float(), w), t, x, eta=settings.eta, generator=gen)
 
         for k, t in enumerate(sched.timesteps):

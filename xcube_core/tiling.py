@@ -170,7 +170,7 @@ def generate_extent(pipe, prompt: str, extent_m: Sequence[float], *, seed: int =
                     guidance: float = 3.0, num_levels: int | None = None, overlap_m: float | None = None,
                     halo: int | None = None, fine_tile_m: float | None = None, resample: int = 1,
                     eta: float = 0.0, class_prior: float | None = None, callback=None, cancel=None,
-                    hold: bool = True) -> Iterator[Level]:
+                    hold: bool = True, layout: Level | None = None) -> Iterator[Level]:
     """Generate a scene of ``extent_m`` = (X, Y) metres tile by tile; yield each tile-level.
 
     Args:
@@ -185,6 +185,9 @@ def generate_extent(pipe, prompt: str, extent_m: Sequence[float], *, seed: int =
         resample: RePaint resampling rounds per step (1 = replacement only).
         class_prior: as in `XCubePipeline.generate`.
         hold: False makes tiles ignore what their neighbours hold (the baseline of the seam score).
+        layout: the scene's coarsest level, given (as ``XCubePipeline.generate``'s ``condition``, in
+            scene voxels from column 0, e.g. a held-out scene's true level 0): its tiles are cut from it
+            and only the finer levels are generated.
     Yields:
         `Level` holding the voxels one tile owns at one level (scene coordinates); metadata has
         ``tile`` [a, b], ``tile_index``, ``num_tiles``, ``region_m`` and ``extent_m``. All tiles of level
@@ -199,6 +202,7 @@ def generate_extent(pipe, prompt: str, extent_m: Sequence[float], *, seed: int =
     extent = extent_columns(extent_m, v0, cell)
     plan = plan_tiles(extent, pipe.coarse_shape, tile_overlap(pipe, overlap_m), cell)
     fine = plan_tiles(extent, (fine_columns(pipe, fine_tile_m, cell),) * 2, 0, cell)
+    given = None if layout is None else _scene_layout(pipe, layout, extent)
     text = pipe.text_encoder.encode([prompt, ""])
     meta = {"prompt": prompt, "seed": int(seed), "model_id": pipe.model_id, "steps": steps,
             "guidance": None if guidance is None else float(guidance),
@@ -222,8 +226,11 @@ def generate_extent(pipe, prompt: str, extent_m: Sequence[float], *, seed: int =
             gen = torch.Generator(device="cpu").manual_seed(tile_seed(seed, i, a, b))
             opts = SampleOptions(steps, guidance, eta, resample, callback, cancel, class_prior)
             known = p.known(a, b, window) if hold else torch.zeros(window.width, window.height, dtype=torch.bool)
-            level = sample_window(pipe, i, window, own, known, prev,
-                                  _nearby(p, canvas, window, f), text, gen, opts, latents)
+            if i == 0 and given is not None:
+                level = crop(given, own, 1)
+            else:
+                level = sample_window(pipe, i, window, own, known, prev,
+                                      _nearby(p, canvas, window, f), text, gen, opts, latents)
             if latents is not None:  # windows come in raster order: none reaches below this one again
                 latents.forget_below(math.floor(window.y0 * latent_cells_per_column(pipe, i)))
             level.seconds = time.perf_counter() - t0
@@ -238,6 +245,14 @@ def generate_extent(pipe, prompt: str, extent_m: Sequence[float], *, seed: int =
         canvases.append((p, canvas))
         if i > 0:
             canvases[i - 1] = (canvases[i - 1][0], {})
+
+
+def _scene_layout(pipe, layout: Level, extent: tuple[int, int]) -> Level:
+    """A given coarsest level as the scene's level 0 (InvalidInputError when it does not fit)."""
+    from xcube_core.pipeline import _condition_level, check_condition
+
+    check_condition(layout, (extent[0], extent[1], pipe.coarse_shape[2]), pipe.voxel_sizes[0])
+    return _condition_level(layout, pipe.class_names)
 
 
 def merge_tiles(tiles: Sequence[Level]) -> list[Level]:

@@ -111,3 +111,30 @@ def test_refine_grows_then_prunes_and_teacher_forcing_matches_target(generator, 
     assert all(torch.isfinite(v) for v in losses.values())
     free = net(damaged, normals[keep], sem[keep], bounds=(16, 16, 8))
     assert bool((free.grid.ijk.jdata >= 0).all())
+
+
+def test_unet_self_attention_windows_follow_the_scene_not_the_grid(generator):
+    # A grid wider than the native extent attends within native windows on the scene lattice: moving
+    # the grid and telling the U-Net where it lies (origin) is the same as not moving it (no position
+    # features here, as at the shipped finer levels); moving it without saying so moves the windows.
+    net = SparseUNet(UNetConfig(latent_channels=4, grid_shape=(8, 8, 4), pos_freqs=0, model_channels=8,
+                                channel_mult=(1, 2), cross_attention_levels=(1,), context_dim=6, heads=2))
+    for p in net.parameters():  # open the zero-initialised layers so that attention reaches the output
+        torch.nn.init.normal_(p, std=0.3, generator=generator)
+    ijk = torch.randint(0, 24, (600, 3), generator=generator)
+    ijk = torch.unique(ijk * torch.tensor([1, 1, 0]) + torch.tensor([0, 0, 1]) * (ijk[:, 2:] % 4), dim=0)
+    x = torch.randn(ijk.shape[0], 4, generator=generator)
+    ctx, t = text(1, generator), torch.tensor([500])
+    shift = torch.tensor([12, 4, 0])  # a multiple of the U-Net's stride, not of the window
+
+    def run(offset, origin=None):
+        grid = GridBatch.from_ijk(ijk + offset)
+        rows = grid.ijk_to_index(ijk + offset).long()  # each voxel's row in grid order
+        xg = torch.empty_like(x)
+        xg[rows] = x
+        return net(xg, grid, t, *ctx, origin=origin)[rows]
+
+    with torch.no_grad():
+        here = run(torch.zeros(3, dtype=torch.long))
+        torch.testing.assert_close(run(shift, origin=-shift), here, atol=1e-4, rtol=1e-4)
+        assert not torch.allclose(run(shift), here, atol=1e-3)

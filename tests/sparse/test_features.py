@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from xcube_core.sparse import GridBatch, JaggedTensor
-from xcube_core.nn import SparseCrossAttention, SparseGroupNorm, SparseSelfAttention
+from xcube_core.nn import SparseCrossAttention, SparseGroupNorm, SparseSelfAttention, attention_windows
 from tests.sparse.helpers import at_voxels, densify, random_grid
 
 BOX = 8
@@ -101,3 +101,34 @@ def test_attention_is_per_grid(generator, device):
     ctx2 = ctx.clone()
     ctx2[0, 2:] = 100.0  # masked tokens are ignored
     torch.testing.assert_close(cross(x, grid, ctx2, mask), z)
+
+
+def test_attention_windows_lie_on_the_lattice_and_leave_small_grids_whole(generator):
+    big = torch.randint(0, 10, (200, 3), generator=generator)  # spans 10 > 4 along X and Y
+    small = torch.randint(20, 24, (40, 3), generator=generator)  # fits one window (not on the lattice)
+    grid = GridBatch.from_ijk([big, small])
+    assert attention_windows(GridBatch.from_ijk([small]), (4, 4)) is None
+    ids = attention_windows(grid, (4, 4), stride=2, origin=torch.tensor([6, -2, 0]))
+    ijk, b = grid.ijk.jdata.long(), grid.jidx.long()
+    cell = torch.div(ijk[:, :2] * 2 + torch.tensor([6, -2]), 8, rounding_mode="floor")
+    key = torch.where((b == 0)[:, None], cell, -99)  # the small grid is one window whatever its cells
+    expected = {tuple(k) + (int(j),) for k, j in zip(key.tolist(), b.tolist())}
+    assert len(set(ids.tolist())) == len(expected)
+    for w in ids.unique():  # a window is exactly one lattice cell of one grid
+        rows = ids == w
+        assert len({tuple(k) + (int(j),) for k, j in zip(key[rows].tolist(), b[rows].tolist())}) == 1
+
+
+def test_windowed_attention_equals_attention_on_each_window_alone(generator, device):
+    grid = random_grid((300, 80), box=12, generator=generator).to(device)
+    x = torch.randn(grid.total_voxels, 8, generator=generator).to(device)
+    attn = SparseSelfAttention(8, heads=2)
+    torch.nn.init.normal_(attn.out.weight, generator=generator)
+    attn.to(device)
+    ids = attention_windows(grid, (5, 5))
+    y = attn(x, grid, ids)
+    for w in ids.unique():  # reference: each window as a grid of its own, plain (global) attention
+        rows = ids == w
+        alone = attn(x[rows], GridBatch.from_ijk(grid.ijk.jdata[rows]))
+        torch.testing.assert_close(y[rows], alone, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(y, attn(x, grid))  # and windows do change the result of a large grid

@@ -3,7 +3,10 @@
 Prints per level the tiles, voxels and seconds, the process's peak resident memory, and the seam
 score (border/interior ratios of occupancy, class histogram and continuity; `xcube_core.eval.seams`).
 ``--baseline`` also runs the same scene with tiles that ignore their neighbours, for comparison;
-``--resample`` compares RePaint resampling rounds. ``--preview`` writes a PNG of the finest level.
+``--resample`` compares RePaint resampling rounds; ``--global-attention`` also runs it with the
+U-Nets' self-attention over each whole window, however large (before round 9; the default splits
+windows beyond the native scene into native-sized ones), and prints the time ratio per level.
+``--preview`` writes a PNG of the finest level.
 
 ``--scenes K`` takes the seam score over K scenes (seeds ``seed .. seed+K-1``), their bands pooled
 (`xcube_core.eval.seams.pooled_seam_scores`): one scene's ratio is noisy and biased low, so a
@@ -39,6 +42,9 @@ def add_arguments(parser) -> None:
                         help="side of the boxes finer levels are made in (default: generate_extent's)")
     parser.add_argument("--resample", type=int, nargs="+", default=[1], help="RePaint rounds to compare")
     parser.add_argument("--baseline", action="store_true", help="also run tiles that ignore their neighbours")
+    parser.add_argument("--global-attention", action="store_true",
+                        help="also run the scene with self-attention over each whole window (before round 9) "
+                             "and print the windowed / global time ratio per level")
     parser.add_argument("--band", type=int, default=1, help="half band width in coarse voxels (default 1)")
     parser.add_argument("--preview", default=None, help="write a PNG of the finest level here")
     parser.add_argument("--scenes", type=int, default=1, metavar="K",
@@ -274,6 +280,10 @@ def run(args) -> int:
     results = [_one(pipe, args, extent, r, True) for r in args.resample]
     if args.baseline:
         results.append(_one(pipe, args, extent, 1, False))
+    if args.global_attention:
+        pipe.set_windowed_attention(False)
+        results.append({**_one(pipe, args, extent, args.resample[0], True), "attention": "global"})
+        pipe.set_windowed_attention(True)
     # more scenes with the first run's settings, other seeds: for the pooled seam score and per-tile boxes
     more = max(args.scenes, args.nna_scenes if args.nna else 1)
     runs = [results[0]]
@@ -324,6 +334,10 @@ def run(args) -> int:
             report["scale"] = scaled
     if args.data_style:
         report["data_tiles"] = data_ref
+    if args.global_attention:  # the first run against the global-attention run, level by level
+        report["windowed_over_global_seconds"] = {
+            str(lv["level"]): round(lv["seconds"] / max(ref["seconds"], 1e-9), 3)
+            for lv, ref in zip(results[0]["levels"], results[-1]["levels"])}
     if args.json:
         print(json.dumps(report))
         return 0
@@ -345,9 +359,13 @@ def run(args) -> int:
                   f"site(s) vs independent scenes, level 0): {data_ref['per_tile_1nna']}")
     for r in results:
         name = f"resample {r['resample']}" if r["hold"] else "baseline (tiles ignore neighbours)"
+        if r.get("attention"):
+            name += f", {r['attention']} self-attention"
         print(f"{name}: {r['tiles']} tiles, {r['wall_seconds']} s")
         for lv in r["levels"]:
             print(f"  level {lv['level']}: {lv['voxels']} voxels, {lv['seconds']} s, seam ratio {lv['seam_ratio']}")
+    for level, ratio in report.get("windowed_over_global_seconds", {}).items():
+        print(f"level {level}: windowed / global self-attention time {ratio}")
     if args.scenes > 1:
         for lv in pooled["levels"]:
             print(f"level {lv['level']}{_over(args.scenes)}, seeds {pooled['seeds'][0]}..{pooled['seeds'][1]}: "

@@ -107,11 +107,16 @@ def register(sub) -> None:
                         "score each against the scene's own level of that voxel size: voxel IoU, F-score at 1 "
                         "voxel (26-neighbourhood), semantic accuracy on shared voxels, and parent/child class "
                         "agreement next to the data's. Whole-scene metrics (`xcube eval generation`) are set by "
-                        "the coarse layout; this one sees what the finer levels' diffusion adds.")
+                        "the coarse layout; this one sees what the finer levels' diffusion adds. Scenes wider "
+                        "than the model's native one (e.g. `xcube data procedural --extent 192 192`) are made "
+                        "as large scenes are: the finer levels in boxes with halos (`generate_extent`).")
     _model_args(u)
     _reference_args(u, default_num=32)
     u.add_argument("--seed", type=int, default=0, help="seed of scene 0; scene i uses seed+i (default 0)")
     _generation_args(u)
+    u.add_argument("--global-attention", action="store_true",
+                   help="self-attention over each whole window however large, as before round 9 (default: "
+                        "native-sized windows beyond the native scene); to compare")
     _out_arg(u, "eval_upsampling.json")
     u.set_defaults(func=run_upsampling)
 
@@ -196,14 +201,16 @@ def _check_positive(**values: int) -> None:
 @contextlib.contextmanager
 def _quiet_pipeline(args):
     """Per-level generation logs would break the progress bars; keep them for ``xcube -v eval``."""
-    logger = logging.getLogger("xcube_core.pipeline")
-    old = logger.level
+    loggers = [logging.getLogger(name) for name in ("xcube_core.pipeline", "xcube_core.tiling")]  # tiles too
+    old = [lg.level for lg in loggers]
     if not getattr(args, "verbose", False):
-        logger.setLevel(logging.WARNING)
+        for lg in loggers:
+            lg.setLevel(logging.WARNING)
     try:
         yield
     finally:
-        logger.setLevel(old)
+        for lg, level in zip(loggers, old):
+            lg.setLevel(level)
 
 
 def _finish(result: dict, out: pathlib.Path) -> int:
@@ -264,9 +271,12 @@ def run_upsampling(args) -> int:
     refs = runners.load_references(args.reference, args.num, args.split)
     with _quiet_pipeline(args):
         pipe = runners.load_pipeline(args.model, args.device)
+        if args.global_attention:  # (windowed is every pipeline's default)
+            pipe.set_windowed_attention(False)
         result = runners.evaluate_upsampling(pipe, refs, seed=args.seed, steps=args.steps, guidance=args.guidance,
                                              progress=not args.no_progress)
     result["reference"] = str(args.reference)
+    result["attention"] = "global" if args.global_attention else "windowed"
     return _finish(result, args.out)
 
 

@@ -394,6 +394,10 @@ def evaluate_upsampling(pipe, references: Sequence[Reference], *, seed: int = 0,
     coarse layout, so a better level 1 hardly moves them. Per finer level: voxel IoU, F-score at 1
     voxel, semantic accuracy on shared voxels (as `evaluate_vae`), and the generated and true
     parent/child class agreement.
+
+    A reference wider than the model's native scene is made as a large scene is
+    (`xcube_core.tiling.generate_extent` with its true coarsest level as the layout): the finer
+    levels in boxes with halos, their U-Nets' self-attention in native-sized windows.
     """
     if not references:
         raise InvalidInputError("no reference scenes; pass --num >= 1")
@@ -408,8 +412,7 @@ def evaluate_upsampling(pipe, references: Sequence[Reference], *, seed: int = 0,
                             f"needs {[float(v) for v in pipe.voxel_sizes]} m; build it with matching --levels / "
                             f"--voxel-size")
         t0 = time.perf_counter()
-        levels = list(pipe.generate(ref.caption or "an outdoor scene", seed=seed + i, steps=steps,
-                                    guidance=guidance, condition=truth[0]))
+        levels = _upsample(pipe, truth[0], ref.caption or "an outdoor scene", seed + i, steps, guidance)
         seconds = time.perf_counter() - t0
         for j in rows:
             rows[j].append({"file": ref.file, **match_truth(truth[j], levels[j].ijk, levels[j].semantics),
@@ -421,6 +424,18 @@ def evaluate_upsampling(pipe, references: Sequence[Reference], *, seed: int = 0,
             "levels": {str(j): {"voxel_size": float(pipe.voxel_sizes[j]), **summarise_matches(r)}
                        for j, r in rows.items()},
             "hierarchy": {"generated": hierarchy_stats(generated), "reference": hierarchy_stats(truths)}}
+
+
+def _upsample(pipe, coarse: Level, prompt: str, seed: int, steps, guidance) -> list[Level]:
+    """All levels of a scene whose coarsest level is ``coarse``: one native scene, or tiles beyond it."""
+    columns = (coarse.ijk[:, :2].long().amax(0) + 1).tolist() if coarse.num_voxels else [0, 0]
+    if all(c <= n for c, n in zip(columns, pipe.coarse_shape[:2])):
+        return list(pipe.generate(prompt, seed=seed, steps=steps, guidance=guidance, condition=coarse))
+    from xcube_core.tiling import generate_extent, merge_tiles
+
+    extent_m = [c * float(coarse.voxel_size) for c in columns]
+    return merge_tiles(generate_extent(pipe, prompt, extent_m, seed=seed, steps=steps, guidance=guidance,
+                                       layout=coarse))
 
 
 def evaluate_prompts(pipe, pairs: Sequence[PromptPair], seeds: Sequence[int], *, steps: int = 25,

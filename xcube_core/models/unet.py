@@ -3,7 +3,9 @@
 The output grid equals the input grid: the encoder coarsens with stride-2 convs onto
 ``grid.coarsened_grid(2)``, the decoder comes back with transposed convs onto the encoder's own grids
 and concatenates the skips. Time and pooled text enter every res block through AdaGN; text tokens
-enter through cross-attention at the configured resolutions; self-attention runs at the coarsest.
+enter through cross-attention at the configured resolutions; self-attention runs at the coarsest,
+over the whole grid up to the native extent (``grid_shape``) and beyond it within native-sized windows
+(`xcube_core.nn.attention_windows`): what the model saw in training, at a cost linear in the scene.
 Input per voxel = noisy latent || coarser level's attributes (normals, semantic embedding) ||
 Fourier position features || (``known_inputs``) the known clean latent times its mask, and the mask.
 Output = v-prediction (same channels as the latent).
@@ -25,7 +27,8 @@ from torch import nn
 
 from xcube_core.models.base import PretrainedMixin
 from xcube_core.models.blocks import ConvBlock, ResBlock, position_features, timestep_embedding
-from xcube_core.nn import PlanCache, SparseConv3d, SparseConvTranspose3d, SparseCrossAttention, SparseSelfAttention
+from xcube_core.nn import (PlanCache, SparseConv3d, SparseConvTranspose3d, SparseCrossAttention, SparseSelfAttention,
+                           attention_windows)
 from xcube_core.sparse import GridBatch
 
 
@@ -113,6 +116,10 @@ class SparseUNet(nn.Module, PretrainedMixin):
         self.downsample = nn.ModuleList(SparseConv3d(widths[i], widths[i + 1], 2, 2) for i in range(n_lvl - 1))
         self.mid1 = ResBlock(widths[-1], widths[-1], emb_dim)
         self.mid_attn = SparseSelfAttention(widths[-1], cfg.heads) if cfg.self_attention else None
+        self.mid_stride = 2 ** (n_lvl - 1)  # input voxels per middle-block voxel along an axis
+        # a native scene's extent in middle-block voxels: self-attention windows beyond it
+        self.attention_span = (max(cfg.grid_shape[0] // self.mid_stride, 1), max(cfg.grid_shape[1] // self.mid_stride, 1))
+        self.windowed_attention = True  # False: over each whole grid, however large (before round 9; comparisons)
         self.mid_cross = SparseCrossAttention(widths[-1], cfg.context_dim, cfg.heads)
         self.mid2 = ResBlock(widths[-1], widths[-1], emb_dim)
         self.upsample = nn.ModuleList(SparseConvTranspose3d(widths[i + 1], widths[i], 2, 2) for i in range(n_lvl - 1))
@@ -151,7 +158,7 @@ class SparseUNet(nn.Module, PretrainedMixin):
     def forward(self, x: torch.Tensor, grid: GridBatch, t: torch.Tensor, context: torch.Tensor,
                 context_mask: torch.Tensor, pooled: torch.Tensor, cond_normals: torch.Tensor | None = None,
                 cond_semantics: torch.Tensor | None = None, plans: PlanCache | None = None,
-                known: torch.Tensor | None = None) -> torch.Tensor:
+                known: torch.Tensor | None = None, origin: torch.Tensor | None = None) -> torch.Tensor:
         """Predict v.
 
         Args:
@@ -163,6 +170,9 @@ class SparseUNet(nn.Module, PretrainedMixin):
             plans: kernel maps to reuse (pass the same cache to every step of a sampling loop).
             known: with ``known_inputs``, ``known_latent_inputs(x0, mask)`` (N, latent_channels + 1);
                 None = nothing held.
+            origin: (3,) int, where the grid's voxel (0, 0, 0) lies in the scene (in its voxels), so
+                that self-attention windows of grids larger than the native extent lie on the scene's
+                lattice and overlapping windows of a tiled scene share them. None: the grid's own.
         Returns: (N, latent_channels).
         """
         if x.shape[0] != grid.total_voxels:
@@ -184,7 +194,8 @@ class SparseUNet(nn.Module, PretrainedMixin):
                 grids.append(g)
         h = self.mid1(h, g, plans, emb)
         if self.mid_attn is not None:
-            h = self.mid_attn(h, g)
+            windows = attention_windows(g, self.attention_span, self.mid_stride, origin) if self.windowed_attention else None
+            h = self.mid_attn(h, g, windows)
         h = self.mid_cross(h, g, context, context_mask)
         h = self.mid2(h, g, plans, emb)
         for i in reversed(range(len(self.up_stages))):

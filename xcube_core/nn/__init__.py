@@ -7,10 +7,11 @@ Layers that keep topology take and return voxel features (N, C); layers that cha
 from xcube_core.nn.conv import SparseConv3d, SparseConvTranspose3d, PlanCache
 from xcube_core.nn.pool import SparseMaxPool3d, SparseAvgPool3d, SparseUpsample3d
 from xcube_core.nn.norm import SparseGroupNorm
-from xcube_core.nn.attention import SparseSelfAttention, SparseCrossAttention, to_padded, from_padded
+from xcube_core.nn.attention import (SparseSelfAttention, SparseCrossAttention, attention_windows, to_padded,
+                                    from_padded)
 
 __all__ = [
     "SparseConv3d", "SparseConvTranspose3d", "PlanCache", "SparseMaxPool3d", "SparseAvgPool3d",
-    "SparseUpsample3d", "SparseGroupNorm", "SparseSelfAttention", "SparseCrossAttention", "to_padded",
+    "SparseUpsample3d", "SparseGroupNorm", "SparseSelfAttention", "SparseCrossAttention", "attention_windows", "to_padded",
     "from_padded",
 ]

@@ -1,7 +1,9 @@
 """Attention within each grid: self-attention over its voxels, cross-attention to its text tokens.
 
 Voxels are padded per grid to (B, L_max, C) so one fused `scaled_dot_product_attention` call serves
-the batch; use at coarse resolutions only (cost grows with L_max^2).
+the batch; use at coarse resolutions only (cost grows with L_max^2). Self-attention may instead run
+within *windows* (any grouping of the voxels, e.g. `attention_windows`), padded the same way: a grid
+far larger than the model's native scene then costs in proportion to its voxels, not their square.
 """
 
 from __future__ import annotations
@@ -16,21 +18,64 @@ from xcube_core.sparse import GridBatch
 
 def to_padded(x: torch.Tensor, grid: GridBatch) -> tuple[torch.Tensor, torch.Tensor]:
     """(N, C) voxel features -> (B, L_max, C) padded features and (B, L_max) bool mask of real rows."""
-    counts = grid.num_voxels
-    b, lmax = grid.grid_count, int(counts.max()) if counts.numel() else 0
-    jidx = grid.jidx.long()
-    pos = torch.arange(x.shape[0], device=x.device) - grid.joffsets[jidx]
-    out = x.new_zeros(b, max(lmax, 1), x.shape[1])
-    out[jidx, pos] = x
-    mask = torch.zeros(b, max(lmax, 1), dtype=torch.bool, device=x.device)
-    mask[jidx, pos] = True
-    return out, mask
+    return _pad(x, _grid_rows(grid), grid.grid_count)
 
 
 def from_padded(padded: torch.Tensor, grid: GridBatch) -> torch.Tensor:
+    return padded[_grid_rows(grid)]
+
+
+def _grid_rows(grid: GridBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    """(grid, position within it) of every voxel (voxels are stored grid by grid)."""
     jidx = grid.jidx.long()
-    pos = torch.arange(grid.total_voxels, device=padded.device) - grid.joffsets[jidx]
-    return padded[jidx, pos]
+    return jidx, torch.arange(grid.total_voxels, device=jidx.device) - grid.joffsets[jidx]
+
+
+def _group_rows(group: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """(group, position within it) of every row for group ids 0..G-1 in any order, and G."""
+    num = int(group.max()) + 1 if group.numel() else 1
+    order = torch.argsort(group, stable=True)
+    counts = torch.bincount(group, minlength=num)
+    starts = torch.cumsum(counts, 0) - counts
+    pos = torch.empty_like(group)
+    pos[order] = torch.arange(group.numel(), device=group.device) - starts[group[order]]
+    return group, pos, num
+
+
+def _pad(x: torch.Tensor, rows: tuple[torch.Tensor, torch.Tensor], num: int) -> tuple[torch.Tensor, torch.Tensor]:
+    group, pos = rows
+    lmax = max(int(pos.max()) + 1 if pos.numel() else 0, 1)
+    out = x.new_zeros(num, lmax, x.shape[1])
+    out[group, pos] = x
+    mask = torch.zeros(num, lmax, dtype=torch.bool, device=x.device)
+    mask[group, pos] = True
+    return out, mask
+
+
+def attention_windows(grid: GridBatch, span: tuple[int, int], stride: int = 1,
+                      origin: torch.Tensor | None = None) -> torch.Tensor | None:
+    """Per voxel, the id (0..G-1) of its self-attention window; None when no grid needs windows.
+
+    A grid whose X or Y extent exceeds ``span`` voxels is cut along X and Y into windows of ``span``
+    voxels on a fixed lattice: voxel ``ijk`` lies at ``ijk * stride + origin`` (e.g. scene latent
+    cells, so that overlapping parts of neighbouring grids share windows) and windows start at
+    multiples of ``span * stride`` there. Smaller grids stay whole, each one window.
+    """
+    ij, b = grid.ijk.jdata[:, :2].long(), grid.jidx.long()
+    if ij.shape[0] == 0:
+        return None
+    lo = torch.full((grid.grid_count, 2), torch.iinfo(torch.int64).max, device=ij.device)
+    lo = lo.scatter_reduce(0, b[:, None].expand_as(ij), ij, "amin")
+    hi = torch.full_like(lo, torch.iinfo(torch.int64).min).scatter_reduce(0, b[:, None].expand_as(ij), ij, "amax")
+    size = torch.tensor(span, device=ij.device)
+    large = ((hi - lo + 1) > size).any(dim=1)
+    if not bool(large.any()):
+        return None
+    at = ij * stride + (0 if origin is None else origin[:2].to(ij.device).long())
+    cell = torch.div(at, size * stride, rounding_mode="floor")
+    cell = torch.where(large[b][:, None], cell, 0)
+    key = torch.cat([b[:, None], cell], dim=1)
+    return torch.unique(key, dim=0, return_inverse=True)[1]
 
 
 class _Attention(nn.Module):
@@ -62,9 +107,15 @@ class SparseSelfAttention(_Attention):
         super().__init__(channels, channels, heads)
         self.norm = nn.LayerNorm(channels)
 
-    def forward(self, x: torch.Tensor, grid: GridBatch) -> torch.Tensor:
-        padded, mask = to_padded(self.norm(x), grid)
-        return x + from_padded(self._attend(padded, padded, mask), grid)
+    def forward(self, x: torch.Tensor, grid: GridBatch, windows: torch.Tensor | None = None) -> torch.Tensor:
+        """``windows``: (N,) window id per voxel (`attention_windows`); None attends within each grid."""
+        if windows is None:
+            rows, num = _grid_rows(grid), grid.grid_count
+        else:
+            group, pos, num = _group_rows(windows)
+            rows = (group, pos)
+        padded, mask = _pad(self.norm(x), rows, num)
+        return x + self._attend(padded, padded, mask)[rows]
 
 
 class SparseCrossAttention(_Attention):
