@@ -88,9 +88,10 @@ def test_a_folder_without_the_file_gets_defaults_and_a_warning(saved, caplog):
 
 
 def test_the_shipped_folder_loads_with_the_schedule_it_was_trained_with():
-    """v2: level 0 guides only below 0.7 T (round 3 of docs/default-model.md); the rest is the default."""
+    """v2: level 0 guides only below 0.7 T (round 3 of docs/default-model.md); v8: level 1 never guides
+    (round 9); the rest is the default."""
     assert load_scheduler_config(DEFAULT_MODEL_DIR / "level0" / "unet") == SchedulerConfig(guidance_interval=(0.0, 0.7))
-    assert load_scheduler_config(DEFAULT_MODEL_DIR / "level1" / "unet") == SchedulerConfig()
+    assert load_scheduler_config(DEFAULT_MODEL_DIR / "level1" / "unet") == SchedulerConfig(guidance_interval=(0.0, 0.0))
     assert XCubePipeline.from_pretrained().levels[0].scheduler.guidance_interval == (0.0, 0.7)
 
 
@@ -123,3 +124,24 @@ def test_guidance_interval_guides_only_inside_it_with_one_unet_pass_outside(save
     torch.testing.assert_close(single, doubled, rtol=1e-4, atol=1e-4)
     with pytest.raises(ValueError, match="guidance_interval"):
         SchedulerConfig(guidance_interval=(0.6, 0.4))
+
+
+def test_an_empty_guidance_interval_never_guides_whatever_the_scale(saved):
+    """lo == hi: the level takes one U-Net pass per step at any guidance scale and samples what scale 1
+    samples; the other levels still follow the request's scale."""
+    pipe, folder = saved
+    _edit(folder, 1, guidance_interval=[0.0, 0.0])
+    loaded = XCubePipeline.from_pretrained(folder)
+    assert loaded.levels[1].scheduler.guidance_at(0, 7.0) == 1.0
+    batches = {0: [], 1: []}
+    hooks = [loaded.levels[i].unet.register_forward_hook(
+        lambda m, args, out, i=i: batches[i].append(int(args[2].shape[0]))) for i in (0, 1)]
+    try:
+        layout = list(loaded.generate("a farm", seed=2, steps=3, guidance=3.0))[0]
+    finally:
+        for h in hooks:
+            h.remove()
+    assert batches[1] == [1, 1, 1] and 2 in batches[0]
+    finer = [list(loaded.generate("a farm", seed=2, steps=3, guidance=g, condition=layout))[1] for g in (1.0, 3.0, 7.0)]
+    for other in finer[1:]:
+        assert torch.equal(other.ijk, finer[0].ijk) and torch.equal(other.normals, finer[0].normals)

@@ -170,8 +170,8 @@ def test_schedule_options_are_typed_and_reach_the_exported_model(data4, recipe_f
         DiffusionTask(0, data4, {**opts, "prediction_type": "x0"})
     with pytest.raises(InvalidInputError, match="num_train_timesteps"):
         DiffusionTask(0, data4, {**opts, "num_train_timesteps": "many"})
-    # a level whose recipe keeps the default schedule (level 1) records none: its old checkpoints resume
-    assert "scheduler" not in VAETask(1, data4, {}).config()["recipe"]
+    # each level's recipe records its own sampling defaults (level 1: never guided, since v8)
+    assert VAETask(1, data4, {}).config()["recipe"]["scheduler"]["guidance_interval"] == [0.0, 0.0]
     assert VAETask(0, data4, {}).config()["recipe"]["scheduler"]["guidance_interval"] == [0.0, 0.7]
 
 

@@ -48,7 +48,9 @@ class SchedulerConfig:
         guidance_interval: ``(lo, hi)`` as fractions of ``T``: guidance applies only at timesteps
             ``lo * T <= t <= hi * T`` and other steps use the conditional prediction alone (scale 1,
             one U-Net pass instead of two). Guidance at the noisiest steps mostly costs diversity
-            (Kynkaenniemi et al. 2024, "Applying guidance in a limited interval"); (0, 1) = always.
+            (Kynkaenniemi et al. 2024, "Applying guidance in a limited interval"); (0, 1) = always;
+            an empty interval (lo == hi) = never: the level samples with its conditional prediction
+            alone whatever scale a request gives (a level whose layout, not its text, decides it).
     """
 
     num_train_timesteps: int = 1000
@@ -79,14 +81,15 @@ class SchedulerConfig:
         if self.eta < 0 or self.guidance_scale < 0:
             raise ValueError(f"eta and guidance_scale must be >= 0, got {self.eta}, {self.guidance_scale}")
         lo_hi = tuple(self.guidance_interval)
-        if len(lo_hi) != 2 or not all(isinstance(v, (int, float)) for v in lo_hi) or not 0.0 <= lo_hi[0] < lo_hi[1] <= 1.0:
-            raise ValueError(f"guidance_interval must be (lo, hi) with 0 <= lo < hi <= 1, got {self.guidance_interval!r}")
+        if len(lo_hi) != 2 or not all(isinstance(v, (int, float)) for v in lo_hi) or not 0.0 <= lo_hi[0] <= lo_hi[1] <= 1.0:
+            raise ValueError(f"guidance_interval must be (lo, hi) with 0 <= lo <= hi <= 1 (lo == hi: never), "
+                             f"got {self.guidance_interval!r}")
         object.__setattr__(self, "guidance_interval", (float(lo_hi[0]), float(lo_hi[1])))
 
     def guidance_at(self, t: int, scale: float) -> float:
         """The guidance scale to use at timestep ``t``: ``scale`` inside `guidance_interval`, else 1."""
         lo, hi = self.guidance_interval
-        return scale if lo * self.num_train_timesteps <= t <= hi * self.num_train_timesteps else 1.0
+        return scale if lo < hi and lo * self.num_train_timesteps <= t <= hi * self.num_train_timesteps else 1.0
 
     def noise_schedule(self) -> NoiseSchedule:
         """The forward process of training."""
