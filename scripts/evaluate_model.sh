@@ -4,7 +4,7 @@
 # the script can be stopped and started again.
 #
 #   bash scripts/evaluate_model.sh MODEL_DIR OUT_DIR            # e.g. .cache/models/v3 .cache/eval/v3
-#   DATA=.cache/data/scenes GEN_SEEDS="0 64" PROMPT_SEEDS=8 bash scripts/evaluate_model.sh M OUT
+#   DATA=.cache/data/scenes BIG_DATA=.cache/data/big192 GEN_SEEDS="0 64" PROMPT_SEEDS=8 bash scripts/evaluate_model.sh M OUT
 #
 # Generation is run once per seed set in GEN_SEEDS (N = 64 each): at N = 64 one standard error of
 # 1-NNA is about 4 points, so two sets show how much of a difference is noise.
@@ -33,6 +33,11 @@ step() {  # name command...: run once, table to OUT/name.txt, JSON to OUT/name.j
 
 step vae $x eval vae --model "$model" --reference "$data" --num 32
 step upsampling $x eval upsampling --model "$model" --reference "$data" --num 32
+big="${BIG_DATA:-.cache/data/big192}"  # sites 3x a native scene wide: the finer levels as a large scene's
+if [[ ! -f "$big/manifest.jsonl" ]]; then
+  $x data procedural --out "$big" --count 12 --split test --extent 192 192 --workers 1 > /dev/null
+fi
+step upsampling192 $x eval upsampling --model "$model" --reference "$big" --num 12
 for s in ${GEN_SEEDS:-0 64}; do
   step "gen_seed$s" $x eval generation --model "$model" --reference "$data" --num 64 --seed "$s"
 done
