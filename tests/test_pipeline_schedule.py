@@ -137,11 +137,12 @@ def test_an_empty_guidance_interval_never_guides_whatever_the_scale(saved):
     hooks = [loaded.levels[i].unet.register_forward_hook(
         lambda m, args, out, i=i: batches[i].append(int(args[2].shape[0]))) for i in (0, 1)]
     try:
-        layout = list(loaded.generate("a farm", seed=2, steps=3, guidance=3.0))[0]
+        layout, fine = list(loaded.generate("a farm", seed=2, steps=3, guidance=3.0))
     finally:
         for h in hooks:
             h.remove()
     assert batches[1] == [1, 1, 1] and 2 in batches[0]
+    assert fine.metadata["guidance_interval"] == [0.0, 0.0] and layout.metadata["guidance_interval"] == [0.0, 1.0]
     finer = [list(loaded.generate("a farm", seed=2, steps=3, guidance=g, condition=layout))[1] for g in (1.0, 3.0, 7.0)]
     for other in finer[1:]:
         assert torch.equal(other.ijk, finer[0].ijk) and torch.equal(other.normals, finer[0].normals)

@@ -261,6 +261,8 @@ class XCubePipeline:
                 lv_settings = settings.for_level(self.levels[i].scheduler)
                 level = self._generate_level(i, prev, text, gen, lv_settings)
                 level.metadata = {**level.metadata, "steps": lv_settings.steps, "guidance": lv_settings.guidance,
+                                  # where the scale applies ([0, 0]: nowhere, e.g. the shipped level 1)
+                                  "guidance_interval": list(self.levels[i].scheduler.guidance_interval),
                                   "sampler": self.levels[i].scheduler.sampler}
             level.seconds = time.perf_counter() - t0
             level.metadata = {**meta, **level.metadata, "level": i}

@@ -118,7 +118,7 @@ class SparseUNet(nn.Module, PretrainedMixin):
         self.mid_attn = SparseSelfAttention(widths[-1], cfg.heads) if cfg.self_attention else None
         self.mid_stride = 2 ** (n_lvl - 1)  # input voxels per middle-block voxel along an axis
         # a native scene's extent in middle-block voxels: self-attention windows beyond it
-        self.attention_span = (max(cfg.grid_shape[0] // self.mid_stride, 1), max(cfg.grid_shape[1] // self.mid_stride, 1))
+        self.attention_span = tuple(max(n // self.mid_stride, 1) for n in cfg.grid_shape[:2])
         self.windowed_attention = True  # False: over each whole grid, however large (before round 9; comparisons)
         self.mid_cross = SparseCrossAttention(widths[-1], cfg.context_dim, cfg.heads)
         self.mid2 = ResBlock(widths[-1], widths[-1], emb_dim)
@@ -194,7 +194,8 @@ class SparseUNet(nn.Module, PretrainedMixin):
                 grids.append(g)
         h = self.mid1(h, g, plans, emb)
         if self.mid_attn is not None:
-            windows = attention_windows(g, self.attention_span, self.mid_stride, origin) if self.windowed_attention else None
+            windows = (attention_windows(g, self.attention_span, self.mid_stride, origin)
+                       if self.windowed_attention else None)
             h = self.mid_attn(h, g, windows)
         h = self.mid_cross(h, g, context, context_mask)
         h = self.mid2(h, g, plans, emb)

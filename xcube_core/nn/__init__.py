@@ -12,6 +12,6 @@ from xcube_core.nn.attention import (SparseSelfAttention, SparseCrossAttention, 
 
 __all__ = [
     "SparseConv3d", "SparseConvTranspose3d", "PlanCache", "SparseMaxPool3d", "SparseAvgPool3d",
-    "SparseUpsample3d", "SparseGroupNorm", "SparseSelfAttention", "SparseCrossAttention", "attention_windows", "to_padded",
-    "from_padded",
+    "SparseUpsample3d", "SparseGroupNorm", "SparseSelfAttention", "SparseCrossAttention", "attention_windows",
+    "to_padded", "from_padded",
 ]
