@@ -147,6 +147,18 @@ def test_block_writer_and_slab_reader_match_reference(block):
     np.testing.assert_array_equal(sort_rows(it_ijk, it_vals["v"])[1], bv)
 
 
+def test_block_keys_match_exactly_when_origins_match():
+    """Parts of one level find their shared blocks by key: equal origins (negative ones too) give
+    equal keys, other origins other keys."""
+    a = BlockPartition.from_ijk(random_sparse_ijk(3000, 200, seed=1, offset=(-100, -7, -64)))
+    b = BlockPartition.from_ijk(random_sparse_ijk(3000, 200, seed=2, offset=(-60, -30, -64)))
+    ka, kb = a.keys(), b.keys()
+    assert len(np.unique(ka)) == a.num_blocks
+    same = (a.origins[:, None, :] == b.origins[None, :, :]).all(axis=2)  # (Ma, Mb) reference
+    np.testing.assert_array_equal(np.isin(ka, kb), same.any(axis=1))
+    assert 0 < int(same.any(axis=1).sum()) < a.num_blocks
+
+
 def test_very_sparse_grid_uses_iteration_and_is_exact(tmp_path):
     ijk = np.array([[0, 0, 0], [3000, -2500, 4000], [1, 0, 0]], np.int32)
     lvl = make_level(ijk, voxel_size=0.1)

@@ -84,8 +84,13 @@ class BlockPartition:
     def num_blocks(self) -> int:
         return int(self.origins.shape[0])
 
+    def keys(self) -> np.ndarray:
+        """One int64 per block, equal for equal origins across partitions (to find shared blocks)."""
+        o = self.origins >> (self.block.bit_length() - 1)  # block coordinates, < 2**21 in magnitude
+        return ((o[:, 0] + (1 << 20)) << 42) | ((o[:, 1] + (1 << 20)) << 21) | (o[:, 2] + (1 << 20))
+
     def write(self, grid: Any, values: np.ndarray, background: Any, max_values: int = MAX_VALUES,
-              written: set | None = None) -> None:
+              shared: np.ndarray | None = None) -> None:
         """Set the voxels' values (and make them active) in an OpenVDB grid.
 
         A voxel whose value equals the grid's background stays inactive (that is how ``copyFromArray``
@@ -97,9 +102,9 @@ class BlockPartition:
                 (N, C), float32.
             background: the grid's background value (scalar or C-tuple).
             max_values: bound on the scalars held in one dense batch.
-            written: origins (tuples) of blocks already written to ``grid`` by other voxels (e.g. another
-                part of the level); those blocks are read back first, since writing a dense block
-                replaces all of it. The blocks written here are added.
+            shared: (num_blocks,) bool, blocks that ``grid`` already holds voxels of (e.g. from another
+                part of the level); those are read back first, since writing a dense block replaces
+                all of it.
         """
         values = np.ascontiguousarray(values, dtype=np.float32)
         tail = values.shape[1:]
@@ -112,16 +117,13 @@ class BlockPartition:
             dense = np.empty((b1 - b0, b, b, b) + tail, dtype=np.float32)
             dense[...] = background
             origins = [tuple(o) for o in self.origins[b0:b1].tolist()]
-            if written is not None:
-                for j, origin in enumerate(origins):
-                    if origin in written:
-                        grid.copyToArray(dense[j], origin)
+            if shared is not None:
+                for j in np.flatnonzero(shared[b0:b1]).tolist():
+                    grid.copyToArray(dense[j], origins[j])
             loc = self.local[sel]
             dense[self.slot[sel] - b0, loc[:, 0], loc[:, 1], loc[:, 2]] = values[sel]
             for j, origin in enumerate(origins):
                 grid.copyFromArray(dense[j], origin)
-            if written is not None:
-                written.update(origins)
 
 
 def active_bbox(grid: Any) -> tuple[np.ndarray, np.ndarray] | None:
