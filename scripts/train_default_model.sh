@@ -18,7 +18,7 @@ DATA="${DATA:-.cache/data/scenes}"
 RUNS="${RUNS:-.cache/runs}"
 SCALE="${STEPS_SCALE:-1}"
 INIT_FROM="${INIT_FROM:-xcube_core/assets/default_model}"   # the last shipped model
-MODEL_ID="${MODEL_ID:-xcube-procedural-v8}"
+MODEL_ID="${MODEL_ID:-xcube-procedural-v9}"
 RECORD="${RECORD:-docs/default-model-record}"
 ASSEMBLE_OUT="${ASSEMBLE_OUT:-xcube_core/assets/default_model}"
 RECIPE_ARGS=(); [[ -n "${RECIPE:-}" ]] && RECIPE_ARGS=(--recipe "$RECIPE")
@@ -98,7 +98,7 @@ train vae 1 8000 4 3e-4 -o crop=64 -o freeze_encoder=true --warmup-steps 50 --lr
 # v6's ran 4000 steps at lr 5e-5 from v5 on round 7's scenes: docs/default-model.md round 7; level 1's
 # U-Net, trained on v1-v4's framed scenes until then, ran 5000 steps at lr 1e-4 with a cosine schedule
 # from v6 on round 7's scenes for v7: round 8; v8 is v7 with level 1 sampled unguided, the recipe's
-# empty guidance interval: round 9)
+# empty guidance interval, and v9's level 1 ran 2000 more steps at lr 5e-5 (cosine over 3000): round 9)
 train diffusion 0 5000 8 2e-4 -o vae_path="$RUNS/vae0/model" -o recaption=1.0 --warmup-steps 50 --lr-schedule cosine
 train diffusion 1 3200 4 3e-4 -o vae_path="$RUNS/vae1/model" -o crop=128 -o recaption=1.0 --warmup-steps 50
 # refinement nets: not shipped (v1's lowered IoU, 0.83 -> 0.68 at level 0), so trained only on request

@@ -129,7 +129,7 @@ def test_shipped_model_makes_a_usable_nested_scene():
     """The default model ships in the package and runs on CPU, offline, and what it makes is a scene:
     both levels non-empty, the fine one nested in the coarse one, several classes, plausible sizes."""
     shipped = XCubePipeline.from_pretrained()
-    assert shipped.model_id == "xcube-procedural-v8" and shipped.num_levels == 2
+    assert shipped.model_id == "xcube-procedural-v9" and shipped.num_levels == 2
     assert shipped.voxel_sizes == [1.0, 0.25] and shipped.coarse_shape == (64, 64, 32)
     coarse, fine = shipped.generate("a quiet suburban street lined with houses and oak trees", seed=0, steps=4)
     assert (coarse.index, fine.index) == (0, 1)
