@@ -86,7 +86,7 @@ class BlockPartition:
 
     def keys(self) -> np.ndarray:
         """One int64 per block, equal for equal origins across partitions (to find shared blocks)."""
-        o = self.origins >> (self.block.bit_length() - 1)  # block coordinates, < 2**21 in magnitude
+        o = self.origins >> (self.block.bit_length() - 1)  # block coordinates, each in [-2**20, 2**20)
         return ((o[:, 0] + (1 << 20)) << 42) | ((o[:, 1] + (1 << 20)) << 21) | (o[:, 2] + (1 << 20))
 
     def write(self, grid: Any, values: np.ndarray, background: Any, max_values: int = MAX_VALUES,

@@ -64,11 +64,9 @@ def attention_windows(grid: GridBatch, span: tuple[int, int], stride: int = 1,
     ij, b = grid.ijk.jdata[:, :2].long(), grid.jidx.long()
     if ij.shape[0] == 0:
         return None
-    lo = torch.full((grid.grid_count, 2), torch.iinfo(torch.int64).max, device=ij.device)
-    lo = lo.scatter_reduce(0, b[:, None].expand_as(ij), ij, "amin")
-    hi = torch.full_like(lo, torch.iinfo(torch.int64).min).scatter_reduce(0, b[:, None].expand_as(ij), ij, "amax")
+    box = grid.bbox().long()  # (B, 2, 3) inclusive bounds per grid
     size = torch.tensor(span, device=ij.device)
-    large = ((hi - lo + 1) > size).any(dim=1)
+    large = ((box[:, 1, :2] - box[:, 0, :2] + 1) > size).any(dim=1)
     if not bool(large.any()):
         return None
     at = ij * stride + (0 if origin is None else origin[:2].to(ij.device).long())
